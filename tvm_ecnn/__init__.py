@@ -1,0 +1,30 @@
+"""tvm-ecnn: efficient CNNs (shift, SqueezeNet, depthwise-separable) on Snapdragon with Apache TVM.
+
+Submodules are imported lazily so that ``import tvm_ecnn.nn`` (PyTorch only) does not pay for
+importing TVM.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "analyze": ("tvm_ecnn.analysis", "analyze"),
+    "models": ("tvm_ecnn.models", None),
+    "nn": ("tvm_ecnn.nn", None),
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'tvm_ecnn' has no attribute {name!r}")
+    module_name, attr = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))
