@@ -146,7 +146,8 @@ def _shifted_input(x, offsets, attrs, layout):
 
 
 def compute(x, weight, offsets, bias, residual, attrs):
-    """Accumulation block ``shift_conv2d`` plus an elementwise ``shift_conv2d_epilogue`` block."""
+    """Blocks ``shift_conv2d_weight`` (kernel panel), ``shift_conv2d`` (accumulation) and, when
+    needed, ``shift_conv2d_epilogue`` (bias, residual, activation, requantize, relayout)."""
     layout = attrs["layout"]
     stride, padding = attrs["stride"], attrs["padding"]
     batch, height, width = (int(x.shape[i]) for i in (0, 2, 3))
@@ -156,11 +157,15 @@ def compute(x, weight, offsets, bias, residual, attrs):
     acc_dtype = "int32" if quantized else x.dtype
     out_dtype = _out_dtype(x.dtype, attrs)
     read = _shifted_input(x, offsets, attrs, layout)
+    # [C, O] panel of the 1x1 kernel: CPU schedules stage it per output tile so that a vector of
+    # output channels is one contiguous load; other schedules inline it.
+    panel = te.compute((num_channels, out_channels), lambda c, o: weight[o, c, 0, 0], name=NAME + "_weight",
+                       attrs={"ecnn_op": NAME + "_weight"})
     rc = te.reduce_axis((0, num_channels), name="rc")
 
     def accumulate(n, o, h, w):
         xv = read(n, rc, h * stride - padding, w * stride - padding)
-        return te.sum(xv.astype(acc_dtype) * weight[o, rc, 0, 0].astype(acc_dtype), axis=rc)
+        return te.sum(xv.astype(acc_dtype) * panel[rc, o].astype(acc_dtype), axis=rc)
 
     logical = [batch, out_channels, output_size(height, stride, padding), output_size(width, stride, padding)]
     acc = te.compute(logical, accumulate, name=NAME, attrs={"ecnn_op": NAME})
