@@ -1,0 +1,48 @@
+"""Helpers shared by the per-target schedules.
+
+Schedules find the ecnn blocks by their ``ecnn_op`` block annotation: function attributes do not
+survive FuseTIR but block annotations do.
+"""
+from __future__ import annotations
+
+import tvm
+from tvm.s_tir import Schedule
+
+# The block a fused function is scheduled around, most specific first.
+ANCHORS = ("shift_conv2d", "active_shift2d", "sparse_shift2d", "shift2d")
+
+
+def ecnn_blocks(sch: Schedule) -> dict:
+    """``{ecnn op: block RV}`` for the top-level annotated blocks of the schedule's function."""
+    found = {}
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        op = sch.get(block).annotations.get("ecnn_op")
+        if op is not None:
+            found[str(op)] = block
+    return found
+
+
+def anchor(blocks: dict) -> str | None:
+    return next((op for op in ANCHORS if op in blocks), None)
+
+
+def inline_neighbours(sch: Schedule, keep: set[str]) -> None:
+    """Inline every top-level block not named in ``keep`` (fused relu, bias adds, other shifts)."""
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        if str(sch.get(block).annotations.get("ecnn_op")) in keep:
+            continue
+        for inline in (sch.compute_inline, sch.reverse_compute_inline):
+            try:
+                inline(block)
+                break
+            except tvm.s_tir.ScheduleError:
+                continue
+
+
+def divisor(extent: int, candidates=(16, 8, 4, 2)) -> int:
+    """The largest candidate tile that divides ``extent`` (1 if none): no tail predicates."""
+    return next((c for c in candidates if extent % c == 0), 1)
+
+
+def extents(sch: Schedule, loops) -> list[int]:
+    return [int(sch.get(loop).extent) for loop in loops]

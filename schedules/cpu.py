@@ -1,0 +1,56 @@
+"""Host (x86-64 LLVM) schedules: the development target and the benchmark reference.
+
+``shift_conv2d`` is an outer-product micro-kernel: a vector of output channels accumulates
+``x * w`` for a few output pixels, so the (shifted, bounds-checked) input is one *scalar* load per
+pixel and channel whatever the shift; the boundary test never sits inside a vector lane. The
+kernel's ``[C, O]`` weight panel is staged per output tile so the channel vector is contiguous.
+"""
+from __future__ import annotations
+
+from tvm.s_tir import Schedule
+
+from ._blocks import divisor, extents
+
+
+def schedule_shift_conv2d(sch: Schedule, blocks: dict, target, out_tiles=(64, 32, 16, 8, 4), pixel_tiles=(4, 7, 2)) -> None:
+    acc, panel = blocks["shift_conv2d"], blocks["shift_conv2d_weight"]
+    epilogue = blocks.get("shift_conv2d_epilogue")
+    n, o, h, w, rc = sch.get_loops(acc)
+    _, out_ch, _, width, _ = extents(sch, [n, o, h, w, rc])
+    oo, oi = sch.split(o, [None, divisor(out_ch, out_tiles)])
+    wo, wi = sch.split(w, [None, divisor(width, pixel_tiles)])
+    sch.reorder(n, oo, h, wo, rc, wi, oi)
+    if epilogue is None:
+        store = sch.cache_write(acc, 0, "local")
+    else:
+        sch.set_scope(acc, 0, "local")
+        store = epilogue
+    sch.reverse_compute_at(store, wo)
+    # the accumulator tile is [pixels, channels]: channel-vector accesses stay contiguous
+    sch.transform_layout(acc, ("write", 0), lambda n_, o_, h_, w_: (n_, h_, w_, o_))
+    rows = sch.fuse(n, oo, h)
+    sch.parallel(rows)
+    sch.compute_at(panel, rows)
+    sch.set_scope(panel, 0, "local")
+    sch.unroll(wi)
+    sch.vectorize(oi)
+    sch.decompose_reduction(acc, rc)
+
+
+def schedule_shift(sch: Schedule, blocks: dict, target, op: str) -> None:
+    """Standalone shifts are copies: parallel over (n, c), contiguous inner loop vectorized."""
+    block = blocks[op]
+    loops = sch.get_loops(block)
+    sch.parallel(sch.fuse(loops[0], loops[1]))
+    inner = loops[-1]
+    lanes = divisor(extents(sch, [inner])[0], (8, 4))
+    if lanes > 1:
+        sch.vectorize(sch.split(inner, [None, lanes])[1])
+
+
+RULES = {
+    "shift_conv2d": schedule_shift_conv2d,
+    "shift2d": lambda sch, blocks, target: schedule_shift(sch, blocks, target, "shift2d"),
+    "sparse_shift2d": lambda sch, blocks, target: schedule_shift(sch, blocks, target, "sparse_shift2d"),
+    "active_shift2d": lambda sch, blocks, target: schedule_shift(sch, blocks, target, "active_shift2d"),
+}

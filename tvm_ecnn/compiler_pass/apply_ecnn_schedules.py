@@ -1,0 +1,31 @@
+"""Hand-schedule every fused PrimFunc that contains an ecnn block, for the target at hand."""
+from __future__ import annotations
+
+import tvm
+from tvm.s_tir import Schedule
+
+import schedules
+from schedules._blocks import anchor, ecnn_blocks, inline_neighbours
+
+
+@tvm.transform.module_pass(opt_level=0, name="ApplyEcnnSchedules")
+class ApplyEcnnSchedules:
+    """Runs after FuseTIR (blocks are found by annotation) and before dlight/MetaSchedule, which
+    leave functions marked ``tirx.is_scheduled`` alone."""
+
+    def __init__(self, target: tvm.target.Target):
+        self.target = target
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        for gvar, func in list(mod.functions.items()):
+            if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled", False):
+                continue
+            sch = Schedule(func)
+            op = anchor(ecnn_blocks(sch))
+            rule = None if op is None else schedules.rule_for(self.target, op)
+            if rule is None:
+                continue
+            inline_neighbours(sch, keep={op, op + "_weight", op + "_epilogue"})
+            rule(sch, ecnn_blocks(sch), self.target)
+            mod[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+        return mod
