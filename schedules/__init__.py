@@ -6,9 +6,9 @@ calls :func:`rule_for` on every fused PrimFunc that contains an ecnn block.
 """
 from __future__ import annotations
 
-from . import cpu
+from . import adreno, cpu
 
-FAMILIES = {"cpu": cpu.RULES}
+FAMILIES = {"cpu": cpu.RULES, "adreno": adreno.RULES}
 
 
 def family(target) -> str | None:

@@ -14,6 +14,7 @@ import relay_ops  # noqa: F401  (registers the relax.ecnn ops)
 import targets as _targets
 
 from .compiler_pass.apply_ecnn_schedules import ApplyEcnnSchedules
+from .compiler_pass.sparse_shift_inplace import SparseShiftInplace
 
 
 def _backend(target: tvm.target.Target):
@@ -22,6 +23,10 @@ def _backend(target: tvm.target.Target):
     if target.kind.name == "llvm":
         return relax.backend.cpu_generic.pipeline
     raise ValueError(f"tvm-ecnn compiles for LLVM CPUs and Adreno OpenCL, not {target.kind.name!r}")
+
+
+def _before_legalize(target: tvm.target.Target) -> list:
+    return [SparseShiftInplace()] if target.kind.name == "llvm" else []
 
 
 def _after_fusion(target: tvm.target.Target, tuning_db) -> list:
@@ -47,6 +52,7 @@ def relax_pipeline(target, tuning_db=None) -> tvm.transform.Pass:
     with target:  # the Adreno pass lists read Target.current() while being built
         passes = (
             backend.library_dispatch_passes(target)
+            + _before_legalize(target)
             + _insert_after_fusion(backend.legalize_passes(target), _after_fusion(target, tuning_db))
             + backend.dataflow_lower_passes(target)
             + backend.finalize_passes(target)

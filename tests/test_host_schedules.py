@@ -1,0 +1,114 @@
+"""Host schedules (tvm_ecnn.pipeline.build): numerics of every scheduled ecnn op, and that the
+hand schedule is actually applied."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from hypothesis import given, settings, strategies as st
+from tvm import relax
+
+import relay_ops
+from reference import active_shift_ref, shift_ref
+from relax_helpers import build_module
+from tvm_ecnn.nn.offsets import grouped_shift_offsets
+from tvm_ecnn.pipeline import build, relax_pipeline
+
+
+def run_built(mod, *arrays, target="host"):
+    vm = relax.VirtualMachine(build(mod, target), tvm.cpu())
+    return vm["main"](*[tvm.runtime.tensor(a) for a in arrays]).numpy()
+
+
+def _reference(kind, x, w, offsets, stride, bias, activation):
+    shifted = {
+        "none": lambda: x.astype(np.float64),
+        "grouped": lambda: shift_ref(x, grouped_shift_offsets(x.shape[1])).astype(np.float64),
+        "sparse": lambda: shift_ref(x, offsets).astype(np.float64),
+        "active": lambda: active_shift_ref(x, offsets),
+    }[kind]()[:, :, ::stride, ::stride]
+    y = np.einsum("nchw,oc->nohw", shifted, w[:, :, 0, 0].astype(np.float64)) + bias[None, :, None, None]
+    return {"none": y, "relu": np.maximum(y, 0), "relu6": np.clip(y, 0, 6)}[activation]
+
+
+@settings(max_examples=20, deadline=None)
+@given(kind=st.sampled_from(["none", "grouped", "sparse", "active"]), channels=st.integers(1, 40),
+       out_channels=st.sampled_from([1, 3, 8, 16, 40, 64]), size=st.integers(1, 13), stride=st.integers(1, 2),
+       activation=st.sampled_from(["none", "relu", "relu6"]))
+def test_scheduled_shift_conv2d_matches_numpy(kind, channels, out_channels, size, stride, activation):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, channels, size, size + 1)).astype("float32")
+    w = rng.standard_normal((out_channels, channels, 1, 1)).astype("float32")
+    b = rng.standard_normal(out_channels).astype("float32")
+    offsets = {"sparse": rng.integers(-2, 3, (channels, 2)).astype("int32"),
+               "active": rng.uniform(-2, 2, (channels, 2)).astype("float32")}.get(kind)
+    off = None if offsets is None else relax.const(offsets)
+    mod = build_module(lambda v: relay_ops.shift_conv2d(v, relax.const(w), kind, offsets=off, stride=stride,
+                                                        bias=relax.const(b), activation=activation), [(x.shape, "float32")])
+    np.testing.assert_allclose(run_built(mod, x), _reference(kind, x, w, offsets, stride, b, activation), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("op", ["shift2d", "sparse_shift2d", "active_shift2d"])
+def test_scheduled_standalone_shifts_match_numpy(op):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 19, 9, 17)).astype("float32")
+    offsets = {"sparse_shift2d": rng.integers(-3, 4, (19, 2)).astype("int32"),
+               "active_shift2d": rng.uniform(-2, 2, (19, 2)).astype("float32")}.get(op)
+    make = {"shift2d": lambda v: relax.op.nn.relu(relay_ops.shift2d(relax.op.nn.relu(v))),
+            "sparse_shift2d": lambda v: relay_ops.sparse_shift2d(v, relax.const(offsets)),
+            "active_shift2d": lambda v: relay_ops.active_shift2d(v, relax.const(offsets))}[op]
+    ref = {"shift2d": lambda: np.maximum(shift_ref(np.maximum(x, 0), grouped_shift_offsets(19)), 0),
+           "sparse_shift2d": lambda: shift_ref(x, offsets),
+           "active_shift2d": lambda: active_shift_ref(x, offsets)}[op]()
+    np.testing.assert_allclose(run_built(build_module(make, [(x.shape, "float32")]), x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_hand_schedule_is_applied_after_fusion():
+    w = relax.const(np.ones((16, 9, 1, 1), "float32"))
+    mod = build_module(lambda v: relax.op.nn.relu(relay_ops.shift_conv2d(v, w, "grouped")), [((1, 9, 8, 8), "float32")])
+    target = tvm.target.Target("host")
+    lowered = relax_pipeline(target)(mod)
+    kernels = {gv.name_hint: f for gv, f in lowered.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+    fused = [f for name, f in kernels.items() if "shift_conv2d" in name]
+    assert len(fused) == 1, "shift_conv2d and the trailing relu must be one kernel"
+    assert fused[0].attrs["tirx.is_scheduled"]
+    assert "T.parallel" in fused[0].script() and "T.vectorized" in fused[0].script()
+
+
+def test_ops_compile_for_arm_and_adreno_without_host_fallback():
+    rng = np.random.default_rng(2)
+    w = relax.const(rng.standard_normal((16, 18, 1, 1)).astype("float32"))
+    act = relax.const(rng.uniform(-1, 1, (18, 2)).astype("float32"))
+    sparse = relax.const(rng.integers(-1, 2, (18, 2)).astype("int32"))
+
+    def body(v):
+        y = relay_ops.active_shift2d(relay_ops.shift2d(v), act)
+        return relay_ops.shift_conv2d(relay_ops.sparse_shift2d(y, sparse), w, "sparse", offsets=sparse, activation="relu")
+
+    mod = build_module(body, [((1, 18, 16, 16), "float32")])
+    for name in ("arm", "aarch64-linux"):
+        kinds = [m.kind for m in build(mod, name).mod._collect_from_import_tree(lambda m: True)]
+        assert kinds == ["relax.VMExecutable", "llvm"], name
+    for name in ("adreno", "adreno-texture"):
+        ex = build(mod, name)
+        cl = [m for m in ex.mod._collect_from_import_tree(lambda m: m.kind == "opencl")]
+        assert len(cl) == 1, f"{name}: the ecnn kernels must be OpenCL, not host code"
+        source = cl[0].inspect_source()
+        for op in ("shift2d", "active_shift2d", "sparse_shift2d", "shift_conv2d"):
+            assert f"ecnn_{op}" in source, (name, op)
+
+
+def test_pipeline_runs_single_use_sparse_shifts_in_place():
+    offsets = np.zeros((8, 2), "int32")
+    offsets[2] = [1, -1]
+    off = relax.const(offsets)
+    # relu's output dies in the shift -> in place; the parameter x itself must never be mutated
+    mod = build_module(lambda v: relay_ops.sparse_shift2d(relax.op.nn.relu(v), off), [((1, 8, 5, 5), "float32")])
+    lowered = relax_pipeline(tvm.target.Target("host"))(mod)
+    assert "sparse_shift2d_inplace" in " ".join(gv.name_hint for gv in lowered.functions)
+    x = np.random.default_rng(3).standard_normal((1, 8, 5, 5)).astype("float32")
+    x_before = x.copy()
+    np.testing.assert_array_equal(run_built(mod, x), shift_ref(np.maximum(x, 0), offsets))
+    np.testing.assert_array_equal(x, x_before)
+    direct = build_module(lambda v: relay_ops.sparse_shift2d(v, off), [((1, 8, 5, 5), "float32")])
+    assert "inplace" not in " ".join(gv.name_hint for gv in relax_pipeline(tvm.target.Target("host"))(direct).functions)
