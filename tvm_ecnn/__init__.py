@@ -11,6 +11,9 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "analyze": ("tvm_ecnn.analysis", "analyze"),
+    "build": ("tvm_ecnn.pipeline", "build"),
+    "compile_model": ("tvm_ecnn.deploy", "compile_model"),
+    "from_torch": ("tvm_ecnn.frontend", "from_torch"),
     "models": ("tvm_ecnn.models", None),
     "nn": ("tvm_ecnn.nn", None),
 }

@@ -66,7 +66,13 @@ def relax_pipeline(target, tuning_db=None) -> tvm.transform.Pass:
     return _pipeline
 
 
+def tir_pipeline(target):
+    """The TIR pipeline ``build`` uses for ``target``."""
+    return "default"
+
+
 def build(mod: tvm.IRModule, target="host", tuning_db=None):
     """Compile a Relax module (with or without ecnn ops) to a ``relax.VMExecutable``."""
     target = _targets.get_target(target)
-    return tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, tuning_db))
+    return tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, tuning_db),
+                       tir_pipeline=tir_pipeline(target))
