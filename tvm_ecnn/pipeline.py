@@ -2,8 +2,9 @@
 
 TVM 0.27's ``tvm.compile`` uses ``relax.get_pipeline("default")`` on CPU targets, which neither
 fuses nor schedules (bug D). We build the target's default backend pipeline ourselves and insert
-the ecnn passes where they belong: in-place sparse shifts before legalization, hand schedules
-right after FuseTIR (before dlight), and tuned records from a MetaSchedule database after that.
+the ecnn passes where they belong: graph rewrites before legalization (shift groups put in raster
+order, in-place sparse shifts on CPUs), hand schedules right after FuseTIR (before dlight), and
+tuned records from a MetaSchedule database after that.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import relay_ops  # noqa: F401  (registers the relax.ecnn ops)
 import targets as _targets
 
 from .compiler_pass.apply_ecnn_schedules import ApplyEcnnSchedules
+from .compiler_pass.raster_order_shift_groups import RasterOrderShiftGroups
 from .compiler_pass.sparse_shift_inplace import SparseShiftInplace
 
 
@@ -26,7 +28,8 @@ def _backend(target: tvm.target.Target):
 
 
 def _before_legalize(target: tvm.target.Target) -> list:
-    return [SparseShiftInplace()] if target.kind.name == "llvm" else []
+    graph = [RasterOrderShiftGroups()]
+    return graph + [SparseShiftInplace()] if target.kind.name == "llvm" else graph
 
 
 def _after_fusion(target: tvm.target.Target, tuning_db) -> list:
