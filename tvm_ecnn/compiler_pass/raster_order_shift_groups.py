@@ -18,6 +18,8 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from relay_ops._registry import attrs_of, call, op_name
 from relay_ops.shift_conv2d import split_args
 
+from .relax_dataflow import Dataflow
+
 _SHIFT_CONV = op_name("shift_conv2d")
 _ELEMENTWISE = ("relax.nn.relu", "relax.clip")
 
@@ -39,11 +41,8 @@ def _const(expr) -> np.ndarray | None:
 
 def _plan(func: relax.Function) -> dict:
     """``{call: rebuilt call}`` for every chain conv2d -> [add const] -> [relu/clip] -> shift_conv2d."""
-    values = relax.analysis.get_var2val(func)
-    uses = {}
-    for block in getattr(func.body, "blocks", []):
-        if isinstance(block, relax.DataflowBlock):
-            uses.update({v: len(u) for v, u in relax.analysis.udchain(block).items()})
+    dataflow = Dataflow(func)
+    values, uses = dataflow.value, dataflow.uses
     plan = {}
     for consumer in values.values():
         if _op(consumer) != _SHIFT_CONV:

@@ -14,14 +14,16 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from relay_ops._registry import attrs_of, op_name
 from relay_ops.sparse_shift2d import constant_offsets, sparse_shift2d
 
+from .relax_dataflow import Dataflow
+
 _OP = tvm.ir.Op.get(op_name("sparse_shift2d"))
 
 
 @mutator
 class _Rewriter(PyExprMutator):
-    def __init__(self, mod, use_counts):
+    def __init__(self, mod, dataflow: Dataflow):
         super().__init__(mod)
-        self.use_counts = use_counts
+        self.dataflow = dataflow
 
     def visit_call_(self, call):
         call = super().visit_call_(call)
@@ -30,7 +32,7 @@ class _Rewriter(PyExprMutator):
         x, offsets = call.args
         attrs = attrs_of(call)
         if (attrs["inplace"] or attrs["layout"] != "NCHW" or constant_offsets(offsets) is None
-                or not isinstance(x, relax.DataflowVar) or self.use_counts.get(x, 0) != 1):
+                or not isinstance(x, relax.DataflowVar) or self.dataflow.uses[x] != 1):
             return call
         return sparse_shift2d(x, offsets, layout="NCHW", inplace=True)
 
@@ -40,14 +42,5 @@ class SparseShiftInplace:
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         for gvar, func in list(mod.functions.items()):
             if isinstance(func, relax.Function):
-                mod[gvar] = _Rewriter(mod, _dataflow_use_counts(func)).visit_expr(func)
+                mod[gvar] = _Rewriter(mod, Dataflow(func)).visit_expr(func)
         return mod
-
-
-def _dataflow_use_counts(func: relax.Function) -> dict:
-    """Uses of each DataflowVar; they cannot escape their block, so the block's chain is complete."""
-    counts = {}
-    for block in getattr(func.body, "blocks", []):
-        if isinstance(block, relax.DataflowBlock):
-            counts.update({var: len(users) for var, users in relax.analysis.udchain(block).items()})
-    return counts

@@ -1,0 +1,166 @@
+"""``custom_convert_map`` entries: every shift op torch can hand us becomes an ``R.ecnn.*`` call.
+
+Handled ops (map keys drop the namespace, so ``ecnn::shift2d`` and ``torchshifts::shift2d`` share
+``"shift2d.default"`` and are told apart by ``node.target.namespace``):
+
+* ``ecnn::shift2d / sparse_shift2d / active_shift2d``: our ``tvm_ecnn.nn`` modules;
+* ``torchshifts::shift2d(input, weights[C, 2], padding_mode, active_flag)``: the third-party
+  package's op, if registered. Its weights displace the content (``out[i] = in[i - w]``), so our
+  offsets are ``-weights``; non-active weights are rounded half-to-even like ``torch.round``.
+  Padding modes zeros and periodic are supported (border/reflect/symmetric are not);
+* ``ecnn_import::int_shift2d / bilinear_shift2d``: what the torch-side recognisers produce;
+* ``aten::grid_sampler_2d``: TVM 0.27 passes torch's ``(N, H, W, 2)`` grid where Relax expects
+  ``(N, 2, H, W)`` (notes bug E); this converter transposes it.
+
+Every integer table goes through one helper, which prefers ``shift2d`` when the table is a
+grouped one and falls back to ``sparse_shift2d`` with an int32 offsets constant.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import fx
+from tvm import relax
+
+import relay_ops
+from tvm_ecnn.compiler_pass.fx_graph import ExportedGraph, module_path
+from tvm_ecnn.compiler_pass.shift_tables import channels_moved, match_grouped
+from tvm_ecnn.nn.offsets import grouped_shift_offsets
+
+from .report import RewriteReport
+
+TORCHSHIFTS_PADDING = {0: "zeros", 2: "circular"}
+GRID_METHODS = {0: "bilinear", 1: "nearest", 2: "bicubic"}
+GRID_PADDING = {0: "zeros", 1: "border", 2: "reflection"}
+
+
+def _namespace(node: fx.Node) -> str:
+    return getattr(node.target, "namespace", "aten")
+
+
+class ShiftConverters:
+    """Converters bound to one exported graph (for constant offsets) and one report."""
+
+    OWNED = {  # map key -> (namespaces whose op of that name we convert, converter method)
+        "shift2d.default": (("ecnn", "torchshifts"), "_shift2d"),
+        "sparse_shift2d.default": (("ecnn",), "_sparse_shift2d"),
+        "active_shift2d.default": (("ecnn",), "_active_shift2d"),
+        "int_shift2d.default": (("ecnn_import",), "_int_shift2d"),
+        "bilinear_shift2d.default": (("ecnn_import",), "_bilinear_shift2d"),
+        "grid_sampler_2d.default": (("aten",), "_grid_sampler_2d"),
+    }
+
+    def __init__(self, graph: ExportedGraph, report: RewriteReport):
+        self.graph = graph
+        self.report = report
+
+    def convert_map(self) -> dict:
+        return {key: getattr(self, method) for key, (_, method) in self.OWNED.items()}
+
+    # ------------------------------------------------------------------ what cannot be converted
+    def unsupported(self, node: fx.Node) -> str | None:
+        """Why a node whose map key we own cannot be converted (checked before converting)."""
+        name, namespace = node.target.__name__, _namespace(node)
+        if name not in self.OWNED:
+            return None
+        if namespace not in self.OWNED[name][0]:
+            return f"no converter for {namespace}::{name} (the map key is shared with {self.OWNED[name][0]})"
+        if name == "sparse_shift2d.default" and self.graph.is_dynamic(node.args[1]):
+            return "the sparse shift needs constant offsets (they depend on the model's inputs here)"
+        if namespace == "torchshifts":
+            return self._torchshifts_unsupported(node)
+        return None
+
+    def _torchshifts_unsupported(self, node: fx.Node) -> str | None:
+        _, weights, padding_mode, active = node.args
+        if padding_mode not in TORCHSHIFTS_PADDING:
+            return f"torchshifts padding_mode {padding_mode} (only 0 zeros and 2 periodic are supported)"
+        if self.graph.is_dynamic(weights):
+            return "torchshifts weights must be constant"
+        if TORCHSHIFTS_PADDING[padding_mode] == "circular":
+            if active:
+                return "active torchshifts shift with periodic padding (bilinear shifts zero-pad only)"
+            height, width = node.args[0].meta["val"].shape[2:]
+            if match_grouped(self._torchshifts_table(node), (int(height), int(width))) is None:
+                return "periodic torchshifts shift whose offsets are not a grouped table (only zero padding per channel)"
+        return None
+
+    # ------------------------------------------------------------------ helpers
+    def _emit(self, node: fx.Node, importer, call: relax.Expr, moved: int, default_pattern: str) -> relax.Var:
+        var = importer.block_builder.emit(call)
+        pattern = node.meta.get("ecnn_pattern", default_pattern)
+        self.report.add(pattern, module_path(node), moved, call.op.name.rsplit(".", 1)[-1])
+        return var
+
+    def _emit_int_shift(self, node, importer, table, padding_mode: str, default_pattern: str) -> relax.Var:
+        """``shift2d`` if ``table`` is a grouped table, else ``sparse_shift2d`` (zero padding only)."""
+        x = importer.env[node.args[0]]
+        table = np.asarray(table, dtype=np.int64).reshape(-1, 2)
+        height, width = (int(d) for d in x.ty.shape.values[2:])
+        grouped = match_grouped(table, (height, width) if padding_mode == "circular" else None)
+        if grouped is not None:
+            call = relay_ops.shift2d(x, *grouped, padding_mode=padding_mode)
+        elif padding_mode == "zeros":
+            call = relay_ops.sparse_shift2d(x, relax.const(table.astype("int32")))
+        else:  # unsupported() and the recognisers keep these away
+            raise NotImplementedError("a circular shift needs a grouped offsets table")
+        return self._emit(node, importer, call, channels_moved(table), default_pattern)
+
+    def _emit_active_shift(self, node, importer, offsets: relax.Expr, moved: int, stride, padding, pattern):
+        call = relay_ops.active_shift2d(importer.env[node.args[0]], offsets, stride, padding)
+        return self._emit(node, importer, call, moved, pattern)
+
+    def _torchshifts_table(self, node: fx.Node) -> np.ndarray:
+        return -torch.round(self.graph.value(node.args[1])).to(torch.int64).numpy()
+
+    # ------------------------------------------------------------------ converters
+    def _shift2d(self, node: fx.Node, importer) -> relax.Var:
+        if _namespace(node) == "torchshifts":
+            return self._torchshifts_shift2d(node, importer)
+        x, kernel_size, dilation, mapping = node.args
+        call = relay_ops.shift2d(importer.env[x], kernel_size, dilation, mapping)
+        channels = int(node.meta["val"].shape[1])
+        moved = channels_moved(grouped_shift_offsets(channels, kernel_size, dilation, mapping))
+        return self._emit(node, importer, call, moved, "ecnn::shift2d")
+
+    def _sparse_shift2d(self, node: fx.Node, importer) -> relax.Var:
+        table = torch.round(self.graph.value(node.args[1])).to(torch.int64)  # half-to-even, like the op
+        return self._emit_int_shift(node, importer, table, "zeros", "ecnn::sparse_shift2d")
+
+    def _active_shift2d(self, node: fx.Node, importer) -> relax.Var:
+        _, offsets, stride, padding = node.args
+        channels = int(node.args[0].meta["val"].shape[1])
+        moved = channels if self.graph.is_dynamic(offsets) else channels_moved(self.graph.value(offsets).detach())
+        return self._emit_active_shift(node, importer, importer.env[offsets], moved, stride, padding, "ecnn::active_shift2d")
+
+    def _torchshifts_shift2d(self, node: fx.Node, importer) -> relax.Var:
+        _, weights, padding_mode, active = node.args
+        if not active:
+            table = self._torchshifts_table(node)
+            return self._emit_int_shift(node, importer, table, TORCHSHIFTS_PADDING[padding_mode], "torchshifts::shift2d")
+        offsets = -self.graph.value(weights).detach().numpy()
+        return self._emit_active_shift(
+            node, importer, relax.const(offsets), channels_moved(offsets), 1, 0, "torchshifts::shift2d"
+        )
+
+    def _int_shift2d(self, node: fx.Node, importer) -> relax.Var:
+        _, offsets, padding_mode = node.args
+        return self._emit_int_shift(node, importer, offsets, padding_mode, "int-shift")
+
+    def _bilinear_shift2d(self, node: fx.Node, importer) -> relax.Var:
+        _, offsets, stride, padding = node.args
+        dtype = node.meta["val"].dtype
+        table = torch.tensor(offsets, dtype=dtype).view(-1, 2).numpy()
+        return self._emit_active_shift(node, importer, relax.const(table), channels_moved(table), stride, padding, "bilinear-shift")
+
+    @staticmethod
+    def _grid_sampler_2d(node: fx.Node, importer) -> relax.Var:
+        data, grid, mode, padding_mode, align_corners = importer.retrieve_args(node)
+        bb = importer.block_builder
+        grid = bb.emit(relax.op.permute_dims(grid, [0, 3, 1, 2]))  # (N, H, W, 2) -> (N, 2, H, W)
+        return bb.emit(
+            relax.op.image.grid_sample(
+                data, grid, method=GRID_METHODS[mode], layout="NCHW",
+                padding_mode=GRID_PADDING[padding_mode], align_corners=bool(align_corners),
+            )
+        )

@@ -1,0 +1,148 @@
+"""``from_torch``: a PyTorch model in, a Relax module out, with every shift an ``R.ecnn.*`` op.
+
+Pipeline (``import_pipeline``; one list, each stage takes the previous stage's result):
+
+1. ``torch.export`` (non-strict, the model in eval mode), then ``run_decompositions`` to core ATen;
+2. torch-side recognisers rewrite hand-written shifts into canonical shift ops. They run on the
+   exported graph, not on Relax, because there constants (weights, index tensors, grids) can be
+   evaluated with torch and a candidate subgraph can be *run* on probes: recognition then follows
+   what the code computes, not how it was spelled (see ``compiler_pass/fx_graph.py``);
+3. conversion to Relax with ``custom_convert_map`` (``converters.py``), after checking that every
+   op can be converted (one error lists all that cannot, with their torch module paths);
+4. Relax passes: BatchNorm folding, then shift + 1x1 conv (+ epilogue) fusion (``fuse=True``).
+
+``main`` takes the model's inputs; weights are bound as constants unless
+``keep_params_as_input=True``. Shift offsets are always constants: they decide the data movement
+(and BatchNorm folding and shift-conv fusion need constant weights, so with
+``keep_params_as_input=True`` only the recognition half of the pipeline applies).
+"""
+from __future__ import annotations
+
+import torch
+from torch import fx
+from torch.export import ExportedProgram
+from tvm import IRModule, relax
+from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
+
+from tvm_ecnn.compiler_pass import (
+    FoldBatchNorm,
+    FuseShiftConv,
+    recognize_data_movement_shifts,
+    recognize_grid_sample_shift,
+    recognize_onehot_dwconv,
+)
+from tvm_ecnn.compiler_pass.fx_graph import ExportedGraph, module_path, module_type
+
+from .converters import ShiftConverters
+from .report import RewriteReport
+
+EXPORT_HINT = (
+    "hint: from_torch traces with torch.export.export(model, example_inputs, strict=False). Tracing needs "
+    "static shapes (example inputs of the shape you will run) and no Python control flow on tensor values "
+    "(use torch.where / torch.cond instead of `if tensor...`). You can also export the model yourself, "
+    "with the options it needs, and pass the torch.export.ExportedProgram to from_torch."
+)
+
+
+class ExportError(RuntimeError):
+    """``torch.export`` could not trace the model."""
+
+
+class UnsupportedOperatorError(NotImplementedError):
+    """Some ops of the model cannot be converted; ``.ops`` lists ``(op, module path, module type, reason)``."""
+
+    def __init__(self, ops: list[tuple[str, str, str, str]]):
+        self.ops = ops
+        lines = [
+            f"  {op}  in {path or '<model>'} ({kind}){': ' + reason if reason else ''}" for op, path, kind, reason in ops
+        ]
+        super().__init__(f"cannot import {len(ops)} operator(s) of the model:\n" + "\n".join(lines))
+
+
+def export(model, example_inputs) -> ExportedProgram:
+    """``model`` as a core-ATen ExportedProgram; an ExportedProgram is used as given (then decomposed)."""
+    if isinstance(model, ExportedProgram):
+        return model.run_decompositions()
+    args = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    was_training = model.training
+    model.eval()
+    try:
+        program = torch.export.export(model, args, strict=False)
+    except Exception as error:
+        raise ExportError(f"torch.export failed for {type(model).__name__}: {error}\n\n{EXPORT_HINT}") from error
+    finally:
+        model.train(was_training)
+    return program.run_decompositions()
+
+
+class ConvertToRelax:
+    """ExportedProgram -> IRModule through TVM's importer with our ``custom_convert_map``.
+
+    Records, for the report, which torch module each Relax var came from.
+    """
+
+    def __init__(self, report: RewriteReport, keep_params_as_input: bool = False):
+        self.report = report
+        self.keep_params_as_input = keep_params_as_input
+
+    def __call__(self, ep: ExportedProgram) -> IRModule:
+        converters = ShiftConverters(ExportedGraph(ep), self.report)
+        custom = converters.convert_map()
+        importer = ExportedProgramImporter()
+        check_convertible(ep.graph, set(importer.convert_map) | set(custom), converters)
+        mod = importer.from_exported_program(ep, self.keep_params_as_input, True, False, custom)
+        self.report.origins.update(
+            {var.name: module_path(node) for node, var in importer.env.items() if isinstance(var, relax.Var)}
+        )
+        return mod
+
+
+def check_convertible(graph: fx.Graph, known: set[str], converters: ShiftConverters) -> None:
+    """Raise one ``UnsupportedOperatorError`` naming every op that cannot be converted, and where it is."""
+    problems = []
+    for node in graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = node.target.__name__
+        reason = "no converter" if name not in known else converters.unsupported(node)
+        if reason is not None:
+            problems.append((str(node.target), module_path(node), module_type(node), reason))
+    if problems:
+        raise UnsupportedOperatorError(problems)
+
+
+def import_pipeline(report: RewriteReport, *, fuse: bool = True, keep_params_as_input: bool = False) -> list:
+    """The stages of ``from_torch`` after export, in order."""
+    return [
+        # on the exported torch graph
+        recognize_data_movement_shifts,  # pad+slice+cat, slice assignment, roll, indexing
+        recognize_onehot_dwconv,  # depthwise conv with one-hot kernels
+        recognize_grid_sample_shift,  # grid_sample on a per-channel translation grid
+        # torch graph -> Relax
+        ConvertToRelax(report, keep_params_as_input),
+        # on the Relax module
+        *([FoldBatchNorm(report.on_rewrite), FuseShiftConv(report.on_rewrite)] if fuse else []),
+    ]
+
+
+def from_torch(
+    model,
+    example_inputs,
+    *,
+    fuse: bool = True,
+    keep_params_as_input: bool = False,
+    with_report: bool = False,
+):
+    """Import ``model`` (an ``nn.Module`` or a ``torch.export.ExportedProgram``) into Relax.
+
+    Returns the ``tvm.IRModule``; with ``with_report=True`` returns ``(mod, RewriteReport)``,
+    the report listing each rewritten site (pattern, torch module path, channels moved).
+    ``fuse=False`` keeps shifts as standalone ``R.ecnn.*`` ops and BatchNorm unfolded.
+    Raises ``ExportError`` when ``torch.export`` fails and ``UnsupportedOperatorError`` when
+    some op cannot be converted.
+    """
+    report = RewriteReport()
+    program = export(model, example_inputs)
+    for stage in import_pipeline(report, fuse=fuse, keep_params_as_input=keep_params_as_input):
+        program = stage(program)
+    return (program, report) if with_report else program
