@@ -6,9 +6,9 @@ calls :func:`rule_for` on every fused PrimFunc that contains an ecnn block.
 """
 from __future__ import annotations
 
-from . import adreno, cpu
+from . import adreno, arm_cpu, cpu
 
-FAMILIES = {"cpu": cpu.RULES, "adreno": adreno.RULES}
+FAMILIES = {"cpu": cpu.RULES, "arm_cpu": arm_cpu.RULES, "adreno": adreno.RULES}
 
 
 def family(target) -> str | None:
@@ -25,6 +25,4 @@ def family(target) -> str | None:
 def rule_for(target, op: str):
     """The schedule for ``op`` on ``target``, or ``None`` (left to TVM's default scheduling)."""
     rules = FAMILIES.get(family(target))
-    if rules is None and family(target) == "arm_cpu":
-        rules = FAMILIES["cpu"]
     return None if rules is None else rules.get(op)

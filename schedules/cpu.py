@@ -12,7 +12,14 @@ from tvm.s_tir import Schedule
 from ._blocks import divisor, extents
 
 
-def schedule_shift_conv2d(sch: Schedule, blocks: dict, target, out_tiles=(64, 32, 16, 8, 4), pixel_tiles=(4, 7, 2)) -> None:
+def tile_shift_conv2d(sch: Schedule, blocks: dict, out_tiles, pixel_tiles, scope="local"):
+    """The loop nest every CPU ``shift_conv2d`` schedule shares; returns ``(rows, wo, rc, wi, oi)``.
+
+    ``rows`` = parallel (batch, output-channel tile, output row); per row the ``[C, O]`` weight panel
+    is staged; per ``wo`` (pixel tile) the accumulator tile ``[wi pixels, oi channels]`` (channels
+    innermost) is reduced over ``rc``; the store/epilogue follows at ``wo``. Both staged buffers get
+    ``scope`` (tensorizing callers pass "global", what TVM's intrinsics declare, and localize after).
+    """
     acc, panel = blocks["shift_conv2d"], blocks["shift_conv2d_weight"]
     epilogue = blocks.get("shift_conv2d_epilogue")
     n, o, h, w, rc = sch.get_loops(acc)
@@ -21,9 +28,9 @@ def schedule_shift_conv2d(sch: Schedule, blocks: dict, target, out_tiles=(64, 32
     wo, wi = sch.split(w, [None, divisor(width, pixel_tiles)])
     sch.reorder(n, oo, h, wo, rc, wi, oi)
     if epilogue is None:
-        store = sch.cache_write(acc, 0, "local")
+        store = sch.cache_write(acc, 0, scope)
     else:
-        sch.set_scope(acc, 0, "local")
+        sch.set_scope(acc, 0, scope)
         store = epilogue
     sch.reverse_compute_at(store, wo)
     # the accumulator tile is [pixels, channels]: channel-vector accesses stay contiguous
@@ -31,10 +38,20 @@ def schedule_shift_conv2d(sch: Schedule, blocks: dict, target, out_tiles=(64, 32
     rows = sch.fuse(n, oo, h)
     sch.parallel(rows)
     sch.compute_at(panel, rows)
-    sch.set_scope(panel, 0, "local")
+    sch.set_scope(panel, 0, scope)
+    return rows, wo, rc, wi, oi
+
+
+def schedule_shift_conv2d(sch: Schedule, blocks: dict, target, out_tiles=(64, 32, 16, 8, 4), pixel_tiles=(4, 7, 2)) -> None:
+    """Outer product: per ``rc``, a vector of ``oi`` output channels times one input scalar per pixel.
+
+    ``out_tiles``/``pixel_tiles`` are the candidate tile sizes (largest dividing one wins); other
+    CPUs pass their own to fit their register file (``schedules/arm_cpu.py``).
+    """
+    _, _, rc, wi, oi = tile_shift_conv2d(sch, blocks, out_tiles, pixel_tiles)
     sch.unroll(wi)
     sch.vectorize(oi)
-    sch.decompose_reduction(acc, rc)
+    sch.decompose_reduction(blocks["shift_conv2d"], rc)
 
 
 def schedule_shift(sch: Schedule, blocks: dict, target, op: str) -> None:
