@@ -3,8 +3,8 @@
 TVM 0.27's ``tvm.compile`` uses ``relax.get_pipeline("default")`` on CPU targets, which neither
 fuses nor schedules (bug D). We build the target's default backend pipeline ourselves and insert
 the ecnn passes where they belong: graph rewrites before legalization (shift groups put in raster
-order, in-place sparse shifts on CPUs), hand schedules right after FuseTIR (before dlight), and
-tuned records from a MetaSchedule database after that.
+order, in-place sparse shifts on CPUs), and right after FuseTIR (before dlight) the tuned records of a
+MetaSchedule database, then hand schedules for the ecnn functions the database does not cover.
 """
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from tvm import relax
 import relay_ops  # noqa: F401  (registers the relax.ecnn ops)
 import targets as _targets
 
+from .compiler_pass import adreno_tir
 from .compiler_pass.apply_ecnn_schedules import ApplyEcnnSchedules
+from .compiler_pass.ecnn_texture_layout import EcnnTextureLayout, EcnnTextureScopes
 from .compiler_pass.raster_order_shift_groups import RasterOrderShiftGroups
 from .compiler_pass.sparse_shift_inplace import SparseShiftInplace
 
@@ -33,45 +35,74 @@ def _before_legalize(target: tvm.target.Target) -> list:
 
 
 def _after_fusion(target: tvm.target.Target, tuning_db) -> list:
+    # Tuned records first: they are keyed by the fused, not yet scheduled functions (`tuning_passes`),
+    # and mark what they schedule `tirx.is_scheduled`, which ApplyEcnnSchedules then leaves alone.
     passes = [ApplyEcnnSchedules(target)]
     if tuning_db is not None:
-        passes.append(relax.transform.MetaScheduleApplyDatabase(work_dir=str(tuning_db)))
+        passes.insert(0, relax.transform.MetaScheduleApplyDatabase(work_dir=str(tuning_db)))
     return passes
 
 
-def _insert_after_fusion(legalize: list, extra: list) -> list:
-    """Put ``extra`` right after FuseTIR (and the DCE that may follow it)."""
+def _with_texture_passes(legalize: list) -> list:
+    """Texture targets: right after ConvertLayout, keep ecnn ops in NCHW4c rather than wrapped in layout
+    transforms (our stand-in for FRelaxInferLayout); right before AnnotateCustomMemoryScope, let them use
+    textures. Only texture pass lists contain these two passes."""
+    names = [p.info.name for p in legalize]
+    if "ConvertLayout" not in names:
+        return legalize
+    layout, scopes = names.index("ConvertLayout") + 1, names.index("AnnotateCustomMemoryScope")
+    return (legalize[:layout] + [EcnnTextureLayout()] + legalize[layout:scopes] + [EcnnTextureScopes()]
+            + legalize[scopes:])
+
+
+def _fusion_end(legalize: list) -> int:
+    """Index right after FuseTIR (and the DCE that may follow it): where the ecnn passes go."""
     names = [p.info.name for p in legalize]
     at = names.index("FuseTIR") + 1
     while at < len(names) and names[at] == "DeadCodeElimination":
         at += 1
-    return legalize[:at] + extra + legalize[at:]
+    return at
+
+
+def _pass_lists(target: tvm.target.Target, tuning_db) -> tuple[list, list]:
+    """``relax_pipeline``'s passes, split where the ecnn schedules and the tuning database apply."""
+    backend = _backend(target)
+    with target:  # the Adreno pass lists read Target.current() while being built
+        legalize = _with_texture_passes(backend.legalize_passes(target))
+        at = _fusion_end(legalize)
+        before = backend.library_dispatch_passes(target) + _before_legalize(target) + legalize[:at]
+        after = (_after_fusion(target, tuning_db) + legalize[at:] + backend.dataflow_lower_passes(target)
+                 + backend.finalize_passes(target))
+    return before, after
+
+
+def _as_pass(target: tvm.target.Target, passes: list, name: str) -> tvm.transform.Pass:
+    @tvm.transform.module_pass(opt_level=0, name=name)
+    def _run(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        with target:
+            return tvm.transform.Sequential(passes)(mod)
+
+    return _run
 
 
 def relax_pipeline(target, tuning_db=None) -> tvm.transform.Pass:
     """The Relax pipeline ``build`` uses; pass it to ``tvm.compile(relax_pipeline=...)`` yourself."""
     target = _targets.get_target(target)
-    backend = _backend(target)
-    with target:  # the Adreno pass lists read Target.current() while being built
-        passes = (
-            backend.library_dispatch_passes(target)
-            + _before_legalize(target)
-            + _insert_after_fusion(backend.legalize_passes(target), _after_fusion(target, tuning_db))
-            + backend.dataflow_lower_passes(target)
-            + backend.finalize_passes(target)
-        )
+    before, after = _pass_lists(target, tuning_db)
+    return _as_pass(target, before + after, "EcnnPipeline")
 
-    @tvm.transform.module_pass(opt_level=0, name="EcnnPipeline")
-    def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        with target:
-            return tvm.transform.Sequential(passes)(mod)
 
-    return _pipeline
+def tuning_passes(target) -> tvm.transform.Pass:
+    """``relax_pipeline`` up to where it applies a tuning database: MetaSchedule extracts its tasks from
+    this fused, not yet scheduled form so that the database keys are exactly what ``build`` looks up."""
+    target = _targets.get_target(target)
+    return _as_pass(target, _pass_lists(target, None)[0], "EcnnTuningPrefix")
 
 
 def tir_pipeline(target):
-    """The TIR pipeline ``build`` uses for ``target``."""
-    return "default"
+    """The TIR pipeline ``build`` uses for ``target``: texture targets need our fixed Adreno pipeline (notes
+    bug C / F6 / F7, ``compiler_pass/adreno_tir.py``); TVM's default never lowers texture accesses."""
+    return adreno_tir.NAME if _targets.is_texture(_targets.get_target(target)) else "default"
 
 
 def build(mod: tvm.IRModule, target="host", tuning_db=None):

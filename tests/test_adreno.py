@@ -1,0 +1,242 @@
+"""Adreno (OpenCL) path of the plugin: every kernel of every ecnn op and of a zoo model, buffer and texture
+targets, compiled by the plugin's pipelines and run on PoCL against the host oracle (notes emulated-device B3)."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from tvm import relax
+from tvm.script import tirx as T
+
+import relay_ops
+import targets
+from relax_helpers import build_module
+from tvm_ecnn import models, pipeline
+from tvm_ecnn.compiler_pass.ecnn_texture_layout import EcnnTextureLayout
+from tvm_ecnn.frontend import from_torch
+
+pytest.importorskip("pyopencl", reason="pyopencl is missing: pip install the project's opencl extra")
+from tvm_ecnn.device import pocl  # noqa: E402
+
+TARGETS = ("adreno", "adreno-texture")
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def pocl_platform():
+    try:
+        pocl.pocl_queue()
+    except RuntimeError as err:
+        pytest.skip(str(err))
+
+
+@pytest.fixture(scope="module")
+def plugin_lowering():
+    """Make ``pocl`` lower with the plugin's Relax pipeline, and build its oracle from the plugin's passes.
+
+    ``pocl.lower_for_adreno`` lowers with TVM's ``relax.get_default_pipeline`` and its oracle re-runs TVM's
+    ``relax.backend.adreno.legalize_passes`` without dlight; neither knows the ecnn passes (layout, texture scopes,
+    hand schedules). The oracle gets ``pipeline.tuning_passes`` (everything up to FuseTIR, not yet scheduled)
+    followed by TVM's post-fusion passes, so that its PrimFuncs have the same names and signatures.
+    """
+    patch = pytest.MonkeyPatch()
+    tvm_legalize = relax.backend.adreno.legalize_passes
+
+    def oracle_passes(target):
+        passes = tvm_legalize(target)
+        names = [p.info.name for p in passes]
+        at = names.index("FuseTIR") + 1
+        while names[at] == "DeadCodeElimination":
+            at += 1
+        return [pipeline.tuning_passes(target)] + passes[at:]
+
+    patch.setattr(relax, "get_default_pipeline", pipeline.relax_pipeline)
+    patch.setattr(relax.backend.adreno, "legalize_passes", oracle_passes)
+    yield
+    patch.undo()
+
+
+def run_on_pocl(mod, target_name: str, inputs: dict) -> pocl.PoclRun:
+    target = targets.get_target(target_name)
+    return pocl.run_relax_on_pocl(mod, target, inputs, tir_pipeline=pipeline.tir_pipeline(target))
+
+
+def assert_every_kernel_ran_and_matches(run: pocl.PoclRun) -> None:
+    """Every kernel of every PrimFunc ``main`` calls ran on PoCL; each call matches the oracle.
+
+    The only kernel allowed not to run is ``reshape``'s: TVM legalizes ``R.reshape`` to a PrimFunc, then lowers
+    the call to a VM builtin (a view), leaving the PrimFunc unused.
+    """
+    called = {c.func for c in run.checks}
+    assert set(run.lowering.launches) - called <= {"reshape"}
+    launched = {k for c in run.checks for k in c.kernels}
+    assert launched == {k for f in called for k in run.lowering.launches[f]}
+    bad = [c for c in run.checks if c.max_abs_err > ATOL]
+    assert not bad, bad
+
+
+def ecnn_launches(run: pocl.PoclRun) -> dict[str, list[str]]:
+    return {f: ks for f, ks in run.lowering.launches.items() if f.startswith("ecnn_")}
+
+
+# --- every op, both targets ------------------------------------------------------------------------------------
+
+
+def op_chain(dtype="float32"):
+    """conv3x3 -> every ecnn op (all shift kinds, strides 1/2, epilogues, odd sizes) -> conv1x1.
+
+    The convolutions make the texture path pack activations (NCHW4c); the last ``shift_conv2d`` has 6 output
+    channels, which NCHW4c cannot hold, so it must stay NCHW there.
+    """
+    rng = np.random.default_rng(0)
+
+    def const(*shape):  # unit-variance outputs: errors stay relative to O(1) values
+        return relax.const((rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(dtype))
+
+    def offsets(channels, integer):
+        table = rng.integers(-2, 3, (channels, 2)) if integer else rng.uniform(-1.5, 1.5, (channels, 2))
+        return relax.const(table.astype("int32" if integer else dtype))
+
+    def body(x):
+        y = relax.op.nn.relu(relax.op.nn.conv2d(x, const(12, 8, 3, 3), padding=1))  # 12 x 7 x 10
+        y = relay_ops.shift_conv2d(y, const(12, 12, 1, 1), bias=const(12), activation="relu", residual=y)
+        y = relay_ops.shift2d(y, kernel_size=3, dilation=2)
+        y = relay_ops.sparse_shift2d(y, offsets(12, True))
+        y = relay_ops.active_shift2d(y, offsets(12, False))
+        y = relay_ops.shift_conv2d(y, const(8, 12, 1, 1), "sparse", offsets=offsets(12, True), stride=2,
+                                   activation="relu6")  # 8 x 4 x 5
+        y = relay_ops.shift_conv2d(y, const(16, 8, 1, 1), "active", offsets=offsets(8, False), padding=1, stride=2,
+                                   bias=const(16))  # 16 x 3 x 4
+        y = relay_ops.shift_conv2d(y, const(16, 16, 1, 1), "none")
+        y = relay_ops.shift2d(y, padding_mode="circular")
+        y = relay_ops.shift_conv2d(y, const(6, 16, 1, 1), mapping="grouped", bias=const(6))
+        return relax.op.nn.conv2d(y, const(4, 6, 1, 1))
+
+    return build_module(body, [((1, 8, 7, 10), dtype)])
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_ecnn_op_runs_on_pocl(plugin_lowering, target):
+    x = np.random.default_rng(1).standard_normal((1, 8, 7, 10)).astype("float32")
+    run = run_on_pocl(op_chain(), target, {"x0": x})
+    assert_every_kernel_ran_and_matches(run)
+    ecnn = ecnn_launches(run)
+    assert len([c for c in run.checks if c.func.startswith("ecnn_")]) == 9
+    assert all(len(kernels) == 1 for kernels in ecnn.values()), ecnn  # shift + 1x1 + epilogue: one kernel
+    if target == "adreno-texture":
+        packed = [f for f in ecnn if len(run.lowering.relax_mod[f].params[0].ty.shape) == 5]
+        assert len(packed) == len(ecnn) - 1  # all but the 6-channel one stay NCHW4c
+        # no ecnn op is wrapped: x packed for the first conv, one unpack before the 6-channel op
+        assert len([c for c in run.checks if c.func.startswith("te_layout_transform")]) == 2
+        # they read their activations from images (outputs are images too unless an NCHW consumer reads them)
+        assert all(any(p.is_texture for p in k.params) for k in run.lowering.kernels
+                   if k.name.removesuffix("_kernel") in packed)
+        # tvm.compile with the plugin's pipelines ships exactly the OpenCL that ran (notes bug C: TVM's own does not)
+        assert pocl.opencl_source(pipeline.build(op_chain(), target)) == run.lowering.source
+
+
+def test_fp16_storage_with_float_accumulation(plugin_lowering):
+    """PoCL has no cl_khr_fp16 (notes F8): check the half kernels' source, run their fp32 twin."""
+    target = targets.get_target("adreno")
+    source = pocl.lower_for_adreno(op_chain("float16"), target, pipeline.tir_pipeline(target)).source
+    kernels = re.findall(r"__kernel void (ecnn_shift_conv2d\w*)\(([^)]*)\) \{(.*?)\n\}", source, re.S)
+    assert len(kernels) == 5
+    for name, params, body in kernels:
+        assert "__global half*" in params and "__global float*" not in params, name
+        assert re.search(r"\bfloat shift_conv2d_local_ptr\[", body), name  # the accumulator
+        assert "convert_float(" in body, name  # half operands widened before the multiply-add
+    x = np.random.default_rng(1).standard_normal((1, 8, 7, 10)).astype("float32")
+    assert_every_kernel_ran_and_matches(run_on_pocl(op_chain("float32"), "adreno", {"x0": x}))
+
+
+@T.prim_func(s_tir=True)
+def _scalar_texels(a: T.Buffer((1, 2, 4, 4, 4), "float32"),
+                   b: T.Buffer((1, 2, 4, 4, 4), "float32", scope="global.texture")):
+    T.func_attr({"global_symbol": "scalar_texels", "tirx.noalias": True})
+    for i in T.thread_binding(128, thread="threadIdx.x"):
+        with T.sblock("b"):
+            v = T.axis.spatial(128, i)
+            b[0, v // 64, v // 16 % 4, v // 4 % 4, v % 4] = a[0, v // 64, v // 16 % 4, v // 4 % 4, v % 4]
+
+
+def test_texture_stores_of_single_lanes_are_refused():
+    """One work-item per channel cannot write an RGBA texel: the build fails instead of broadcasting (notes F7)."""
+    target = targets.get_target("adreno-texture")
+    with pytest.raises(ValueError, match="writes 32 of a texel's 128 bits"):
+        tvm.compile(tvm.IRModule({"scalar_texels": _scalar_texels}), target=target,
+                    tir_pipeline=pipeline.tir_pipeline(target))
+
+
+# --- texture layout pass ---------------------------------------------------------------------------------------
+
+
+def _after_convert_layout(mod):
+    convert = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NCHW4c", "OIHW4o", "NCHW4c"]})
+    return relax.transform.Normalize()(convert(mod))
+
+
+def _calls(mod) -> list[tuple[str, str]]:
+    """``(op name, layout attr)`` of every call in main, in order."""
+    found = []
+    for block in mod["main"].body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if isinstance(value, relax.Call):
+                found.append((value.op.name, str(value.attrs["layout"]) if "ecnn" in value.op.name else ""))
+    return found
+
+
+def test_texture_layout_pass_keeps_ecnn_chains_packed():
+    rng = np.random.default_rng(0)
+
+    def body(x):
+        y = relax.op.nn.conv2d(x, relax.const(rng.standard_normal((8, 4, 1, 1)).astype("float32")))
+        z = relay_ops.shift2d(y)
+        z = relay_ops.shift_conv2d(z, relax.const(rng.standard_normal((8, 8, 1, 1)).astype("float32")), residual=y)
+        z = relay_ops.shift_conv2d(z, relax.const(rng.standard_normal((6, 8, 1, 1)).astype("float32")))
+        return relax.op.nn.relu(z)
+
+    mod = _after_convert_layout(build_module(body, [((1, 4, 6, 6), "float32")]))
+    # ConvertLayout packs x and the conv weight, and unpacks the conv output for shift2d and for the residual
+    assert _calls(mod).count(("relax.layout_transform", "")) == 4
+    calls = _calls(EcnnTextureLayout()(mod))
+    ops = [c for c in calls if c[0] != "relax.layout_transform"]
+    assert ops == [("relax.nn.conv2d", ""), ("relax.ecnn.shift2d", "NCHW4c"), ("relax.ecnn.shift_conv2d", "NCHW4c"),
+                   ("relax.ecnn.shift_conv2d", "NCHW"), ("relax.nn.relu", "")]
+    # the two packs stay; one unpack remains, before the 6-channel op, which NCHW4c cannot hold
+    assert calls.count(("relax.layout_transform", "")) == 3
+    assert calls.index(("relax.ecnn.shift_conv2d", "NCHW")) == calls.index(("relax.ecnn.shift_conv2d", "NCHW4c")) + 2
+
+
+# --- zoo model -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shiftresnet20():
+    torch.manual_seed(0)
+    model = models.get("shiftresnet20").eval()
+    x = torch.randn(1, 3, 32, 32)
+    return from_torch(model, (x,)), x.numpy(), model(x).detach().numpy()
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_shiftresnet20_one_kernel_per_shift_block(plugin_lowering, shiftresnet20, target):
+    mod, x, expected = shiftresnet20
+    run = run_on_pocl(copy.deepcopy(mod), target, {"x": x})
+    assert_every_kernel_ran_and_matches(run)
+    np.testing.assert_allclose(run.outputs, expected, atol=ATOL, rtol=ATOL)
+    launched = [k for c in run.checks for k in c.kernels]
+    assert len([k for k in launched if "shift_conv2d" in k]) == 9  # one kernel per shift + 1x1 block
+    assert len(launched) == {"adreno": 23, "adreno-texture": 25}[target]  # + stem, expansions, shortcuts, head
+    transforms = [c.func for c in run.checks if c.func.startswith("te_layout_transform")]
+    if target == "adreno-texture":
+        # packed once after the 3-channel stem, unpacked once before the mean: no ecnn op is wrapped
+        assert len(transforms) == 2
+        assert all(len(run.lowering.relax_mod[f].params[0].ty.shape) == 5 for f in ecnn_launches(run))
+    else:
+        assert not transforms
