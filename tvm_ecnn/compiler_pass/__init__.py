@@ -11,3 +11,4 @@ from .recognize_onehot_dwconv import recognize_onehot_dwconv
 from .apply_ecnn_schedules import ApplyEcnnSchedules
 from .raster_order_shift_groups import RasterOrderShiftGroups
 from .sparse_shift_inplace import SparseShiftInplace
+from .ecnn_texture_layout import EcnnTextureLayout, EcnnTextureScopes

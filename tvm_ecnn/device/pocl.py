@@ -26,11 +26,11 @@ API (shared notes ``emulated-device.md`` B3 for the recipe):
 
 Texture path (``global.texture*`` scopes, ``image2d_array_t`` args): images follow TVM's flattening
 (``DefaultTextureLayoutSeparator``/``ApplyTexture2DFlattening``: last axis = RGBA lanes, axes before the
-separator-1 = layers, the one before the separator = rows, the rest = columns). Status with TVM 0.27: the default
-TIR pipeline emits texture OpenCL that does not compile (notes F6); with a fixed Adreno TIR pipeline (notes §4
-adreno_patch, passed as ``tir_pipeline=``) it compiles and runs, pixel coordinates agree with this layout, but
-every kernel that *writes* an image stores one scalar per pixel, so all RGBA lanes hold lane 3 (notes F7). Kernels
-that only read images match the oracle. fp16 kernels need ``cl_khr_fp16``, absent from Debian's PoCL 3.1 (F8).
+separator-1 = layers, the one before the separator = rows, the rest = columns). Stock TVM 0.27's default TIR
+pipeline emits texture OpenCL that does not compile (notes F6) and, with the Adreno TIR pipeline forced, writes
+one RGBA lane per pixel (F7); pass ``tir_pipeline=tvm_ecnn.pipeline.tir_pipeline(target)`` (our fixed pipeline,
+``compiler_pass/adreno_tir.py``) to run what ``tvm_ecnn`` ships. fp16 kernels need ``cl_khr_fp16``, absent from
+Debian's PoCL 3.1 (F8).
 
 Requires the system PoCL ICD (``.ci/setup-system.sh``) and ``pyopencl`` (optional extra).
 """
