@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""Host benchmark: tvm-ecnn side by side with what one would otherwise deploy, in one run.
+
+First ``shift_conv2d`` against a plain 1x1 ``conv2d`` (goal: <= 1.05x, active shift <= 1.3x),
+then per zoo model (batch 1, same seeded weights and input everywhere) the median latency of
+PyTorch eager, ``torch.compile``, ONNX Runtime, stock TVM (its own importer and default
+pipeline) and tvm-ecnn, each checked against eager. ONNX Runtime and stock TVM run the model's
+deployable equivalent (shifts as depthwise convs, ``tvm_ecnn.benchmark.to_standard_ops``).
+A backend that fails shows its error in its cell. Host timings only; never quote them as phone speed.
+
+    python scripts/benchmark.py                                # all models, ImageNet ones at 224
+    python scripts/benchmark.py --models shiftresnet20 fenet1_0 --resolution 112 --markdown bench.md
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shlex
+import sys
+import warnings
+
+# Every runtime gets all cores: TVM reads this when its thread pool starts, after import.
+os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count()))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from tvm_ecnn import benchmark, models  # noqa: E402
+
+# torch 2.13 warns about its own deprecated LeafSpec whenever an ExportedProgram is deep-copied (both TVM imports do).
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+
+
+def shape(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.replace("x", ",").split(","))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=models.names(), choices=models.names(), metavar="NAME",
+                        help="zoo models (default: all)")
+    parser.add_argument("--resolution", type=int, default=None,
+                        help="input size of the ImageNet models (default 224; CIFAR models stay 32x32)")
+    parser.add_argument("--input-shape", type=shape, default=None, metavar="N,C,H,W",
+                        help="one input shape for every model, overriding the defaults")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=20, help="timed runs per model and backend (median)")
+    parser.add_argument("--op-channels", type=int, default=64, help="C = O of the op-level shift_conv2d")
+    parser.add_argument("--op-size", type=int, default=56, help="H = W of the op-level shift_conv2d")
+    parser.add_argument("--op-number", type=int, default=20, help="op-level runs per timed repeat")
+    parser.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
+    parser.add_argument("--markdown", metavar="PATH", help="also write the command and tables for the README")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(os.cpu_count())
+
+    command = shlex.join(["python", "scripts/benchmark.py", *(sys.argv[1:] if argv is None else argv)])
+    host = benchmark.host_description()
+    op_shape = (1, args.op_channels, args.op_size, args.op_size)
+    print(f"{host}\nshift_conv2d, x={list(op_shape)}, O={args.op_channels}, bias+ReLU; "
+          f"median of {args.repeat}x{args.op_number} runs", flush=True)
+    op_times = benchmark.shift_conv_timings(args.op_channels, args.op_channels, args.op_size, args.op_number,
+                                            args.repeat)
+    op_table = benchmark.shift_conv_table(op_times)
+    print(op_table, flush=True)
+
+    table = benchmark.benchmark_models(
+        args.models, lambda name: benchmark.input_shape(name, args.resolution, args.input_shape),
+        args.warmup, args.repeat)
+    legend = (f"batch 1, median of {args.repeat} runs after {args.warmup} warm-up; "
+              "cells: ms (time over PyTorch eager / over stock TVM, < 1 is faster); "
+              f"≠: output differs from eager by more than {benchmark.AGREEMENT:g} (relative)")
+    models_table = benchmark.models_table(table)
+    print(f"\n{legend}\n{models_table}")
+
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(f"```\n{command}\n```\n\n{host}\n\n{op_table}\n\n{legend}\n\n{models_table}\n")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({
+                "command": command,
+                "host": host,
+                "shift_conv2d": {"shape": op_shape, "ms": op_times, "ratios": benchmark.shift_conv_ratios(op_times)},
+                "models": {name: dataclasses.asdict(entry) for name, entry in table.items()},
+            }, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""scripts/benchmark.py: the deployable-equivalent swap is exact, and the script runs end to end.
+
+Timings are never asserted: they depend on the machine and on whoever else shares it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tvm_ecnn import models
+from tvm_ecnn.benchmark import BACKENDS, SWAP_TOLERANCE, relative_error, shift_as_depthwise_conv, to_standard_ops
+from tvm_ecnn.nn import ActiveShift2d, Shift2d, SparseShift2d
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIFTS = (Shift2d, ActiveShift2d, SparseShift2d)
+
+
+def _compare(module, x):
+    with torch.no_grad():
+        return relative_error(shift_as_depthwise_conv(module)(x).numpy(), module(x).numpy())
+
+
+@pytest.mark.parametrize("module", [
+    Shift2d(18), Shift2d(50, kernel_size=5, dilation=2, mapping="grouped"),
+], ids=["3x3", "5x5-dilated-grouped"])
+def test_grouped_shift_is_a_onehot_depthwise_conv(module):
+    conv = shift_as_depthwise_conv(module)
+    reach = int(module.offsets().abs().max())
+    assert conv.kernel_size == (2 * reach + 1,) * 2 and conv.padding == (reach, reach)
+    assert set(conv.weight.unique().tolist()) == {0.0, 1.0}
+    assert _compare(module, torch.randn(2, module.channels, 9, 11)) == 0.0
+
+
+def test_sparse_shift_rounds_like_the_op():
+    module = SparseShift2d(6)
+    with torch.no_grad():  # half-way values round to even, one offset reaches 3
+        module.offset.copy_(torch.tensor([[0.5, -0.5], [1.5, -2.5], [0.2, 0.0], [3.0, -0.7], [0.0, 0.0], [-1.4, 2.6]]))
+    assert shift_as_depthwise_conv(module).kernel_size == (7, 7)
+    assert _compare(module, torch.randn(1, 6, 8, 8)) == 0.0
+
+
+@pytest.mark.parametrize("stride, padding", [(1, 0), (2, 0), (2, 1), (3, 2)])
+def test_active_shift_is_a_bilinear_depthwise_conv(stride, padding):
+    module = ActiveShift2d(7, stride=stride, padding=padding)
+    with torch.no_grad():  # fractional, integer (one tap) and far offsets
+        module.offset.copy_(torch.tensor([[0.3, -0.6], [1.0, -1.0], [0.0, 0.0], [-2.25, 1.5], [0.99, 0.01],
+                                          [2.0, 0.5], [-0.5, -3.0]]))
+    assert _compare(module, torch.randn(2, 7, 10, 9)) <= SWAP_TOLERANCE
+
+
+@pytest.mark.parametrize("name", ["shiftresnet20", "asresnet_w32", "fenet1_0"])
+def test_zoo_model_swap_matches_and_exports_without_ecnn_ops(name):
+    torch.manual_seed(0)
+    model = models.get(name).eval()
+    x = torch.randn(1, 3, 32, 32)
+    standard = to_standard_ops(model).eval()
+    assert any(isinstance(m, SHIFTS) for m in model.modules()), "the original is left untouched"
+    assert not any(isinstance(m, SHIFTS) for m in standard.modules())
+    with torch.no_grad():
+        assert relative_error(standard(x).numpy(), model(x).numpy()) <= SWAP_TOLERANCE
+    graph = torch.export.export(standard, (x,)).graph
+    assert not [n for n in graph.nodes if n.op == "call_function" and "ecnn" in str(n.target)]
+
+
+def test_script_prints_every_backend(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "benchmark.py"), "--models", "shiftresnet20", "--repeat", "1",
+         "--op-size", "8", "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("| model"))
+    for column in BACKENDS:
+        assert column in header
+    assert "shift_conv2d[active]" in proc.stdout and "| shiftresnet20" in proc.stdout
+
+    results = json.loads(out.read_text())["models"]["shiftresnet20"]["results"]
+    ort_installed = importlib.util.find_spec("onnxruntime") is not None
+    for backend, result in results.items():
+        if backend == "ONNX Runtime" and not ort_installed:
+            assert "onnxruntime" in result["failure"]
+            continue
+        assert result["failure"] is None, (backend, result["failure"])
+        assert not result["mismatch"], (backend, result["error"])

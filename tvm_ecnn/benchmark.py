@@ -1,0 +1,389 @@
+"""The reusable parts of ``scripts/benchmark.py`` and ``scripts/bench_shift_conv.py``.
+
+Two questions, answered on the host in one process with the same inputs:
+
+* op level: is the shift free once fused into the 1x1 convolution (``shift_conv_timings``)?
+* model level: how does tvm-ecnn compare with what a user would otherwise deploy, i.e. PyTorch
+  eager, ``torch.compile``, ONNX Runtime and stock TVM (``benchmark_models``)?
+
+ONNX Runtime and stock TVM know no shift op, so they get the *deployable equivalent* of each
+model (``to_standard_ops``): every shift module swapped for the depthwise convolution that
+runtimes without a shift op deploy. It lives here rather than in ``tvm_ecnn.nn`` (owned by
+another package and kept free of deployment concerns). Timings are host-only; never quote them,
+or emulated-device numbers, as phone speed.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import tvm
+from torch import nn
+from tqdm import tqdm
+from tvm import relax
+
+import relay_ops
+import targets
+
+from . import models
+from .nn import ActiveShift2d, Shift2d, SparseShift2d
+from .pipeline import build
+
+# --------------------------------------------------------------------------- op level
+STOCK_CONV = "conv2d 1x1, stock TVM (default pipeline)"
+ECNN_CONV = "conv2d 1x1, tvm-ecnn schedule"
+SHIFT_GOALS = {"grouped": 1.05, "sparse": 1.05, "active": 1.3}
+"""Goal for ``shift_conv2d[kind]`` time over the best plain 1x1 ``conv2d`` (the issue's targets)."""
+
+
+def shift_label(kind: str) -> str:
+    return f"shift_conv2d[{kind}], tvm-ecnn"
+
+
+def _relax_module(body, shape) -> tvm.IRModule:
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(body(x))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def shift_conv_timings(channels: int, out_channels: int, size: int, number: int, repeat: int,
+                       target="host") -> dict[str, float]:
+    """Median ms of a plain 1x1 conv (stock TVM; tvm-ecnn's schedule) and of ``shift_conv2d`` per shift kind.
+
+    Everything has bias + ReLU fused and the same random ``[1, channels, size, size]`` input, so the
+    only difference between a shift and the conv baseline is the shift itself.
+    """
+    rng = np.random.default_rng(0)
+    c, o = channels, out_channels
+    shape = (1, c, size, size)
+    weight = relax.const(rng.standard_normal((o, c, 1, 1)).astype("float32"))
+    bias = relax.const(rng.standard_normal(o).astype("float32"))
+    offsets = {
+        "none": None,
+        "grouped": None,
+        "sparse": relax.const(rng.integers(-1, 2, (c, 2)).astype("int32")),
+        "active": relax.const(rng.uniform(-1.5, 1.5, (c, 2)).astype("float32")),
+    }
+    x = tvm.runtime.tensor(rng.standard_normal(shape).astype("float32"))
+    target = targets.get_target(target)
+
+    def stock(v):
+        conv = relax.op.nn.conv2d(v, weight)
+        return relax.op.nn.relu(relax.op.add(conv, relax.op.reshape(bias, (1, o, 1, 1))))
+
+    executables = {STOCK_CONV: tvm.compile(_relax_module(stock, shape), target,
+                                           relax_pipeline=relax.get_default_pipeline(target))}
+    for kind, table in offsets.items():
+        def body(v, kind=kind, table=table):
+            return relay_ops.shift_conv2d(v, weight, kind, offsets=table, bias=bias, activation="relu")
+        executables[ECNN_CONV if kind == "none" else shift_label(kind)] = build(_relax_module(body, shape), target)
+
+    times = {}
+    for label, ex in executables.items():
+        vm = relax.VirtualMachine(ex, tvm.cpu())
+        result = vm.time_evaluator("main", tvm.cpu(), number=number, repeat=repeat)(x)
+        times[label] = float(np.median(result.results)) * 1e3
+    return times
+
+
+def shift_conv_ratios(times: dict[str, float]) -> dict[str, float]:
+    """Each ``shift_conv2d`` time over the best 1x1 ``conv2d`` baseline, keyed by shift kind."""
+    baseline = min(times[STOCK_CONV], times[ECNN_CONV])
+    return {kind: times[shift_label(kind)] / baseline for kind in SHIFT_GOALS}
+
+
+# --------------------------------------------------------------------------- deployable equivalent
+def _axis_taps(offset: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear taps along one axis: the low source offset (``floor``) and the high tap's weight."""
+    low = torch.floor(offset)
+    return low.long(), offset - low
+
+
+def shift_as_depthwise_conv(module: nn.Module) -> nn.Conv2d:
+    """The depthwise ``Conv2d`` computing what a shift module computes, with standard ops only.
+
+    Grouped and sparse shifts (integer offsets) become one-hot kernels of size ``2R + 1``,
+    ``R = max |offset|``, zero padding ``R``: exactly how runtimes without a shift op deploy them.
+    The active shift becomes the same conv with the (up to) four bilinear weights as taps, stride
+    and padding carried over; we chose this over ``F.grid_sample`` on a per-channel grid because
+    every runtime fuses and vectorises a depthwise conv, and it is one code path for all three.
+    """
+    stride, padding = 1, 0
+    if isinstance(module, Shift2d):
+        offsets = module.offsets().double()
+    elif isinstance(module, SparseShift2d):
+        offsets = module.integer_offsets().double()
+    elif isinstance(module, ActiveShift2d):
+        offsets, stride, padding = module.offset.detach(), module.stride, module.padding
+    else:
+        raise TypeError(f"not a shift module: {type(module).__name__}")
+    (low_y, frac_y), (low_x, frac_x) = _axis_taps(offsets[:, 0]), _axis_taps(offsets[:, 1])
+    # Taps of zero weight (the high tap of an integer offset) must not widen the kernel.
+    reach = torch.cat([low_y, low_x, low_y + (frac_y > 0).long(), low_x + (frac_x > 0).long()]).abs()
+    radius = int(reach.max())
+    channels = offsets.shape[0]
+    kernel = torch.zeros(channels, 1, 2 * radius + 1, 2 * radius + 1, dtype=offsets.dtype)
+    channel = torch.arange(channels)
+    for dy, weight_y in ((0, 1 - frac_y), (1, frac_y)):
+        for dx, weight_x in ((0, 1 - frac_x), (1, frac_x)):
+            weight = weight_y * weight_x
+            used = weight != 0
+            kernel[channel[used], 0, (radius + low_y + dy)[used], (radius + low_x + dx)[used]] = weight[used]
+    conv = nn.Conv2d(channels, channels, 2 * radius + 1, stride=stride, padding=padding + radius,
+                     groups=channels, bias=False)
+    conv.weight.data.copy_(kernel.to(conv.weight.dtype))
+    return conv.requires_grad_(False)
+
+
+def to_standard_ops(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every ``Shift2d`` / ``SparseShift2d`` / ``ActiveShift2d`` swapped for
+    ``shift_as_depthwise_conv``: exportable to ONNX and importable by stock TVM, same numerics."""
+    model = copy.deepcopy(model)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, (Shift2d, SparseShift2d, ActiveShift2d)):
+            parent, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent), attr, shift_as_depthwise_conv(module))
+    return model
+
+
+def relative_error(actual, expected) -> float:
+    """``max |actual - expected| / max |expected|``: comparable across models whose outputs differ
+    in scale by orders of magnitude (random-init MobileNetV2 logits are ~1e-9, ShiftResNet56's ~1e3)."""
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    if actual.shape != expected.shape:
+        return float("inf")
+    error, scale = np.abs(actual - expected).max(initial=0.0), np.abs(expected).max(initial=0.0)
+    return float(error / scale) if scale > 0 else (0.0 if error == 0 else float("inf"))
+
+
+SWAP_TOLERANCE = 1e-5
+
+
+def deployable_equivalent(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """``to_standard_ops(model)``, checked on ``x`` to agree within ``SWAP_TOLERANCE`` (relative),
+    so that a wrong swap can never be timed."""
+    standard = to_standard_ops(model).eval()
+    with torch.no_grad():
+        error = relative_error(standard(x), model(x))
+    if not error <= SWAP_TOLERANCE:
+        raise ValueError(f"standard-op swap differs from the model by {error:.1e} (relative)")
+    return standard
+
+
+# --------------------------------------------------------------------------- model level
+def _vm_runner(executable, x: torch.Tensor) -> Callable[[], object]:
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    data = tvm.runtime.tensor(x.numpy())
+    return lambda: vm["main"](data)
+
+
+def _eager(model, x):
+    return lambda: model(x)
+
+
+def _torch_compile(model, x):
+    """Inductor, default mode; reset first so that no model inherits another's recompile budget."""
+    torch.compiler.reset()
+    compiled = torch.compile(model)
+    return lambda: compiled(x)
+
+
+def _onnxruntime(model, x):
+    """Legacy TorchScript exporter (``dynamo=False``): the dynamo one would also need onnxscript."""
+    import onnxruntime
+
+    buffer = io.BytesIO()
+    torch.onnx.export(deployable_equivalent(model, x), (x,), buffer, dynamo=False)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count()
+    session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: x.numpy()}
+    return lambda: session.run(None, feed)
+
+
+def _stock_tvm(model, x):
+    """Relax's own importer and the target's default pipeline: plain ``tvm.compile`` would not even fuse."""
+    from tvm.relax.frontend.torch import from_exported_program
+
+    program = torch.export.export(deployable_equivalent(model, x), (x,))
+    host = targets.get_target("host")
+    return _vm_runner(tvm.compile(from_exported_program(program), host,
+                                  relax_pipeline=relax.get_default_pipeline(host)), x)
+
+
+def _tvm_ecnn(model, x):
+    from .frontend import from_torch  # here, so that a broken importer fails one column, not the script
+
+    return _vm_runner(build(from_torch(model, (x,)), "host"), x)
+
+
+BACKENDS: dict[str, Callable] = {
+    "PyTorch eager": _eager,
+    "torch.compile": _torch_compile,
+    "ONNX Runtime": _onnxruntime,
+    "stock TVM": _stock_tvm,
+    "tvm-ecnn": _tvm_ecnn,
+}
+"""Column name -> ``prepare(model, x)`` returning a zero-argument call that runs one inference."""
+EAGER, STOCK_TVM = "PyTorch eager", "stock TVM"
+AGREEMENT = 1e-3
+"""A backend whose ``relative_error`` against eager exceeds this is marked as a mismatch."""
+
+
+@dataclass
+class Result:
+    """One cell: the median, the relative error against eager, or why the backend failed."""
+
+    ms: float | None = None
+    error: float | None = None
+    failure: str | None = None
+    mismatch: bool = False
+
+
+def _numpy(output) -> np.ndarray:
+    """First output of any backend (a tensor, or a tuple/list/Array holding it) as numpy."""
+    while isinstance(output, (list, tuple, tvm.ir.Array)):
+        output = output[0]
+    return output.numpy() if hasattr(output, "numpy") else np.asarray(output)
+
+
+def short_error(error: BaseException, limit: int = 80) -> str:
+    """First line of an exception, cut to fit a table cell."""
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0] if lines else ''}".replace("|", "/")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def median_ms(run: Callable[[], object], warmup: int, repeat: int) -> float:
+    """Median wall time of ``run()``: the same clock for every backend, inputs already converted."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1e3
+
+
+def benchmark_backend(backend: str, model: nn.Module, x: torch.Tensor, reference: np.ndarray,
+                      warmup: int, repeat: int) -> Result:
+    """Prepare, check against ``reference`` (eager's output) and time one backend; never raises."""
+    try:
+        with torch.no_grad():
+            run = BACKENDS[backend](model, x)
+            output = _numpy(run())
+            ms = median_ms(run, warmup, repeat)
+    except Exception as error:  # noqa: BLE001  (a failing backend is a table cell, not a crash)
+        return Result(failure=short_error(error))
+    error = relative_error(output, reference)
+    return Result(ms=ms, error=error, mismatch=not error <= AGREEMENT)
+
+
+def input_shape(name: str, resolution: int | None = None, override=None) -> tuple[int, ...]:
+    """``override`` if given, else the zoo default with ImageNet models at ``resolution`` (CIFAR stays 32)."""
+    if override is not None:
+        return tuple(override)
+    shape = models.default_input_shape(name)
+    return shape if resolution is None or shape != models.IMAGENET_SHAPE else (*shape[:2], resolution, resolution)
+
+
+@dataclass
+class ModelResult:
+    """One row: the input shape used and a ``Result`` per backend."""
+
+    shape: tuple[int, ...]
+    results: dict[str, Result]
+
+
+def benchmark_models(names, shape_of: Callable[[str], tuple], warmup: int, repeat: int) -> dict[str, ModelResult]:
+    """Every backend on every model (seeded weights and input, eager's output as the reference),
+    with one tqdm line saying which model and backend is being compiled or timed."""
+    table = {}
+    with tqdm(total=len(names) * len(BACKENDS), unit="run", file=sys.stderr) as progress:
+        for name in names:
+            torch.manual_seed(0)
+            model = models.get(name).eval()
+            shape = shape_of(name)
+            x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+            with torch.no_grad():
+                reference = model(x).numpy()
+            results = {}
+            for backend in BACKENDS:
+                progress.set_description(f"{name} / {backend}")
+                results[backend] = benchmark_backend(backend, model, x, reference, warmup, repeat)
+                progress.update()
+            table[name] = ModelResult(shape, results)
+    return table
+
+
+# --------------------------------------------------------------------------- rendering
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub table padded to align in a terminal too, so the console output pastes as is."""
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+
+    def line(cells):
+        return "| " + " | ".join(cell.ljust(width) for cell, width in zip(cells, widths)) + " |"
+
+    return "\n".join([line(header), "|" + "|".join("-" * (width + 2) for width in widths) + "|", *map(line, rows)])
+
+
+def _ratio(ms: float, reference: Result) -> str:
+    return f"{ms / reference.ms:.2g}×" if reference.ms is not None else "–"
+
+
+def _cell(result: Result, eager: Result, stock: Result) -> str:
+    if result.failure is not None:
+        return f"✗ {result.failure}"
+    cell = f"{result.ms:.2f} ms ({_ratio(result.ms, eager)} / {_ratio(result.ms, stock)})"
+    return cell + (f" ≠ err {result.error:.1e}" if result.mismatch else "")
+
+
+def models_table(table: dict[str, ModelResult]) -> str:
+    """Models x backends: median ms (time over eager / over stock TVM), and a last row with each
+    column's largest relative error against eager."""
+    backends = list(BACKENDS)
+    rows = []
+    for name, entry in table.items():
+        eager, stock = entry.results.get(EAGER, Result()), entry.results.get(STOCK_TVM, Result())
+        size = "×".join(map(str, entry.shape[2:]))
+        rows.append([name, size] + [_cell(entry.results[b], eager, stock) for b in backends])
+    worst = []
+    for backend in backends:
+        errors = [e.results[backend].error for e in table.values() if e.results[backend].error is not None]
+        worst.append(f"{max(errors):.1e}" if errors else "–")
+    rows.append(["max rel. error vs eager", ""] + worst)
+    return markdown_table(["model", "input"] + backends, rows)
+
+
+def shift_conv_table(times: dict[str, float]) -> str:
+    ratios = shift_conv_ratios(times)
+    rows = [[label, f"{ms:.3f}", ""] for label, ms in times.items() if not label.startswith("shift_conv2d")]
+    rows += [[shift_label(kind), f"{times[shift_label(kind)]:.3f}",
+              f"{ratio:.3f}× (goal ≤ {SHIFT_GOALS[kind]}×{'' if ratio <= SHIFT_GOALS[kind] else ', missed'})"]
+             for kind, ratio in ratios.items()]
+    return markdown_table(["op", "median ms", "vs best 1x1 conv2d"], rows)
+
+
+def host_description() -> str:
+    """Where the numbers come from: CPU, threads, load (other processes share the cores) and versions."""
+    try:
+        import onnxruntime
+        ort = onnxruntime.__version__
+    except ImportError:
+        ort = "not installed"
+    mcpu = targets.get_target("host").attrs.get("mcpu", "?")
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    return (f"host {mcpu}, {os.cpu_count()} threads, load average {load}; torch {torch.__version__}, "
+            f"onnxruntime {ort}, tvm {tvm.__version__}")
