@@ -43,6 +43,7 @@ import importlib
 import warnings
 from dataclasses import dataclass, field
 from math import prod
+from pathlib import Path
 
 import numpy as np
 import tvm
@@ -215,6 +216,23 @@ def opencl_source(executable) -> str:
     if not found:
         raise ValueError("no OpenCL module in this executable (was the PrimFunc scheduled for the GPU?)")
     return "\n".join(m.inspect_source() for m in found)
+
+
+def opencl_source_from_library(path) -> str:
+    """The OpenCL source packed into an exported ``.so`` of any architecture (no need to load it).
+
+    TVM stores the OpenCL module's source in the library blob as a length-prefixed string that
+    starts with ``// Function:``; a ``.so`` for an Android phone cannot be loaded here, but its
+    kernels can still be built and run on PoCL.
+    """
+    data = Path(path).read_bytes()
+    start = data.find(b"// Function: ")
+    while start >= 8:
+        size = int.from_bytes(data[start - 8:start], "little")
+        if 0 < size <= len(data) - start:
+            return data[start:start + size].decode()
+        start = data.find(b"// Function: ", start + 1)
+    raise ValueError(f"{path}: no OpenCL source inside (was it compiled for an Adreno target?)")
 
 
 # ---------------------------------------------------------------------------------------------------------------
