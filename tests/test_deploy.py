@@ -40,3 +40,40 @@ def test_compile_bad_names_exit_2_with_the_valid_ones(tmp_path, args, expected):
     done = compile_cli(*args, cwd=tmp_path)
     assert done.returncode == 2
     assert expected in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.fixture(scope="module")
+def emulated():
+    from tvm_ecnn.device.emulated import emulated_device
+
+    with emulated_device() as (host, port, key):
+        yield f"{host}:{port}", key
+
+
+def test_shiftresnet20_tuned_over_rpc_exported_and_run_on_the_emulated_device(tmp_path, emulated):
+    """The issue's end-to-end check: tune a few trials over RPC, compile with the records, upload, run."""
+    import numpy as np
+    import torch
+
+    from tvm_ecnn import models
+    from tvm_ecnn.deploy import compile_model
+    from tvm_ecnn.frontend import from_torch
+    from tvm_ecnn.runtime import upload_and_load
+    from tvm_ecnn.tuning import tune
+
+    tracker, key = emulated
+    torch.manual_seed(0)
+    model = models.get("shiftresnet20").eval()
+    x = torch.randn(1, 3, 32, 32)
+    database = tune(from_torch(model, (x,)), "aarch64-linux", tmp_path / "db", trials=8, trials_per_batch=8,
+                    rpc_tracker=tracker, rpc_key=key, progress=False)
+    assert (database / "database_tuning_record.json").read_text().count("\n") >= 1
+    result = compile_model(model, x.shape, "aarch64-linux", tuning_db=database, output=tmp_path / "net.so",
+                           progress=False)
+    loaded = upload_and_load(result.output, tracker, key)
+    try:
+        out = loaded.run(x.numpy())[0]
+    finally:
+        loaded.close()
+    with torch.no_grad():
+        np.testing.assert_allclose(out, model(x).numpy(), rtol=1e-5, atol=1e-5)

@@ -14,6 +14,8 @@ _LAZY = {
     "build": ("tvm_ecnn.pipeline", "build"),
     "compile_model": ("tvm_ecnn.deploy", "compile_model"),
     "from_torch": ("tvm_ecnn.frontend", "from_torch"),
+    "load": ("tvm_ecnn.runtime", "load"),
+    "tune": ("tvm_ecnn.tuning", "tune"),
     "models": ("tvm_ecnn.models", None),
     "nn": ("tvm_ecnn.nn", None),
 }

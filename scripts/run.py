@@ -1,0 +1,111 @@
+#!/usr/bin/env python
+"""Run a compiled model (.so) here or on an RPC device: outputs, error against PyTorch, latency.
+
+    python scripts/run.py shiftresnet20-host.so --input-shape 1,3,32,32
+    python scripts/run.py net.so --inputs x.npz --model net.pt2                     # max error vs PyTorch eager
+    python scripts/run.py net-adreno.so --model shiftresnet20 --rpc-tracker 127.0.0.1:9190 --rpc-key sd865 \\
+        --device opencl
+
+Inputs come from --inputs (an .npz, arrays in saved order) or are random normal with --input-shape (default: the
+--model's). --model takes what scripts/compile.py takes; a zoo model is built with torch.manual_seed(--seed), so
+the comparison means something only for a .so compiled from the same weights (a .pt2 carries its own).
+Exit status 2 for bad arguments, 1 when the file or device cannot be used.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+from compile import parse_shape  # noqa: E402  (scripts/ is on sys.path when run as a script)
+
+
+def _inputs(args, model_shape) -> list[np.ndarray]:
+    if args.inputs:
+        with np.load(args.inputs) as data:
+            return [data[name] for name in data.files]
+    shape = args.input_shape or model_shape
+    if shape is None:
+        raise ValueError("give --inputs, --input-shape or --model to know what to feed the model")
+    return [np.random.default_rng(args.seed).standard_normal(shape, dtype="float32")]
+
+
+def _torch_outputs(model, inputs) -> list[np.ndarray]:
+    import torch
+
+    with torch.no_grad():
+        out = model(*[torch.from_numpy(x) for x in inputs])
+    flat = out if isinstance(out, (tuple, list)) else [out]
+    return [t.float().numpy() for t in flat]
+
+
+def _summary(i: int, a: np.ndarray) -> str:
+    stats = f"mean {a.mean():.4g}  std {a.std():.4g}  min {a.min():.4g}  max {a.max():.4g}" if a.size else "empty"
+    return f"output {i}: {tuple(a.shape)} {a.dtype}  {stats}"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("path", help="the compiled .so (scripts/compile.py)")
+    parser.add_argument("--inputs", help=".npz with the input arrays, in order")
+    parser.add_argument("--input-shape", type=parse_shape, help="random float32 input of this shape, e.g. 1,3,32,32")
+    parser.add_argument("--model", help="the source model to compare with (zoo name, .pt2 or module:callable)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random input and of zoo model weights")
+    parser.add_argument("--rpc-tracker", metavar="HOST:PORT", help="run on a device of this RPC tracker")
+    parser.add_argument("--rpc-key", help="the device's key at the tracker")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "opencl"])
+    parser.add_argument("--number", type=int, default=10, help="runs averaged per measurement (default: 10)")
+    parser.add_argument("--repeat", type=int, default=5, help="measurements (default: 5)")
+    args = parser.parse_args(argv)
+    if bool(args.rpc_tracker) != bool(args.rpc_key):
+        parser.error("--rpc-tracker and --rpc-key go together")
+
+    from tvm_ecnn import runtime
+
+    try:
+        model = shape = None
+        if args.model:
+            import torch
+
+            from tvm_ecnn.deploy import load_model
+
+            torch.manual_seed(args.seed)
+            model, shape, _name = load_model(args.model, args.input_shape)
+            model = model.module() if isinstance(model, torch.export.ExportedProgram) else model.float().eval()
+        inputs = _inputs(args, shape)
+        if args.rpc_tracker:
+            loaded = runtime.upload_and_load(args.path, args.rpc_tracker, args.rpc_key, device=args.device)
+        else:
+            loaded = runtime.load(args.path, device=args.device)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (ConnectionError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+    with loaded:
+        outputs = loaded.run(*inputs)
+        for i, out in enumerate(outputs):
+            print(_summary(i, out))
+        if model is not None:
+            expected = _torch_outputs(model, inputs)
+            if [o.shape for o in outputs] != [e.shape for e in expected]:
+                print(f"outputs do not match PyTorch's: {[o.shape for o in outputs]} vs {[e.shape for e in expected]}")
+            else:
+                error = max(float(np.abs(o - e).max()) for o, e in zip(outputs, expected))
+                scale = max(float(np.abs(e).max()) for e in expected)
+                print(f"max abs error vs PyTorch: {error:.3g} (largest |output| {scale:.3g})")
+        latency = loaded.benchmark(*inputs, number=args.number, repeat=args.repeat)
+    where = f"{args.rpc_key} via {args.rpc_tracker}" if args.rpc_tracker else "this machine"
+    print(f"latency on {where} ({args.device}): median {latency['median_ms']:.3f} ms, min {latency['min_ms']:.3f} ms, "
+          f"max {latency['max_ms']:.3f} ms ({args.repeat} x {args.number} runs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+#!/usr/bin/env python
+"""Tune a model for a target with MetaSchedule (XGBoost cost model) into a database that scripts/compile.py applies.
+
+    python scripts/tune.py --target arm --rpc-tracker 127.0.0.1:9190 --rpc-key snapdragon865 --trials 2000
+    python scripts/tune.py --model fenet1_0 --target host --trials 200              # measured on this machine
+    python scripts/compile.py --model fenet1_0 --target host --tuning-db tuning-db/host
+
+Several phones registered under one key are measured in parallel. Ctrl-C or a kill keeps every finished batch in
+the database; rerunning the same command resumes, counting the trials already there toward --trials.
+Bad names print the valid ones and exit with status 2; an unreachable tracker or unknown key exits with 1.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from compile import parse_shape  # noqa: E402  (scripts/ is on sys.path when run as a script)
+
+
+def import_model(spec: str, input_shape, dtype: str):
+    """The Relax module ``compile_model`` builds for the same arguments (so the database keys match)."""
+    import torch
+
+    from tvm_ecnn.deploy import DTYPES, load_model
+    from tvm_ecnn.frontend import from_torch
+
+    model, shape, _name = load_model(spec, input_shape)
+    if not isinstance(model, torch.export.ExportedProgram):
+        model = model.to(DTYPES[dtype])
+    return from_torch(model, (torch.randn(shape, dtype=DTYPES[dtype]),))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="shiftresnet20",
+                        help="zoo name (default: shiftresnet20), a torch.export .pt2 file, or module:callable")
+    parser.add_argument("--input-shape", type=parse_shape, help="e.g. 1,3,224,224 (default: the zoo model's)")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16"], help="as given to scripts/compile.py")
+    parser.add_argument("--target", default="arm", help="a tvm-ecnn target name or TVM tag (default: arm)")
+    parser.add_argument("--tuning-db", help="database directory (default: ./tuning-db/<target>)")
+    parser.add_argument("--trials", type=int, default=1000, help="total trials, those already in the database included")
+    parser.add_argument("--trials-per-batch", type=int, default=32, help="candidates per search round (default: 32)")
+    parser.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure on the devices of this RPC tracker")
+    parser.add_argument("--rpc-key", help="the devices' key at the tracker")
+    parser.add_argument("--runner-workers", type=int, help="parallel measurements (default: devices under the key)")
+    parser.add_argument("--seed", type=int, help="random seed of the search")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if bool(args.rpc_tracker) != bool(args.rpc_key):
+        parser.error("--rpc-tracker and --rpc-key go together")
+
+    import targets
+    from tvm_ecnn.runtime import parse_tracker, tracker_devices
+    from tvm_ecnn.tuning import tune
+
+    tuning_db = args.tuning_db or os.path.join("tuning-db", args.target.replace("/", "-"))
+    try:
+        target = targets.get_target(args.target)
+        if args.rpc_tracker:  # before the model import: a wrong address fails in seconds
+            tracker_devices(*parse_tracker(args.rpc_tracker), args.rpc_key)
+        mod = import_model(args.model, args.input_shape, args.dtype)
+        path = tune(mod, target, tuning_db, trials=args.trials, rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key,
+                    runner_workers=args.runner_workers, seed=args.seed, trials_per_batch=args.trials_per_batch,
+                    progress=not args.quiet)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ConnectionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished batches are kept in {tuning_db}; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    print(f"tuning database: {path}\napply it: scripts/compile.py --model {args.model} --target {args.target} "
+          f"--tuning-db {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

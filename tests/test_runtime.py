@@ -1,0 +1,165 @@
+"""Loading and running compiled ``.so`` files (``tvm_ecnn.runtime``, ``scripts/run.py``): on this machine, refused
+with a hint when built for another architecture, and uploaded to the emulated aarch64 device over RPC."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from tvm import relax
+from tvm.relax.frontend.torch import from_exported_program
+
+import relay_ops
+import targets
+from tvm_ecnn import runtime
+from tvm_ecnn.device import emulated
+from tvm_ecnn.device.export import cross_compiler_for
+from tvm_ecnn.pipeline import build
+
+REPO = Path(__file__).resolve().parents[1]
+RUN = [sys.executable, str(REPO / "scripts" / "run.py")]
+AARCH64 = targets.get_target("aarch64-linux")
+SHAPE = (1, 8, 8, 8)
+
+
+def two_output_module() -> tvm.IRModule:
+    """A shift fused into a 1x1 convolution, returning ``(y, (relu(y), x))``: nested tuple outputs."""
+    weight = np.random.default_rng(0).standard_normal((8, 8, 1, 1)).astype("float32")
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(SHAPE, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relay_ops.shift_conv2d(x, relax.const(weight)))
+            out = bb.emit_output(relax.Tuple([y, relax.Tuple([relax.op.nn.relu(y), x])]))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+@pytest.fixture(scope="module")
+def x() -> np.ndarray:
+    return np.random.default_rng(1).standard_normal(SHAPE).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def libraries(tmp_path_factory) -> dict[str, Path]:
+    """The test module exported for this machine and for aarch64 Linux."""
+    folder = tmp_path_factory.mktemp("so")
+    mod = two_output_module()
+    paths = {"host": folder / "net_host.so", "aarch64": folder / "net_aarch64.so"}
+    build(mod, "host").export_library(str(paths["host"]))
+    build(mod, AARCH64).export_library(str(paths["aarch64"]), fcompile=cross_compiler_for(AARCH64))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def expected(x) -> list[np.ndarray]:
+    vm = relax.VirtualMachine(build(two_output_module(), "host"), tvm.cpu())
+    y, (r, x_out) = vm["main"](tvm.runtime.tensor(x))
+    return [y.numpy(), r.numpy(), x_out.numpy()]
+
+
+def assert_outputs(outputs, expected) -> None:
+    assert len(outputs) == len(expected)
+    for got, want in zip(outputs, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_host_so_runs_flattens_tuples_and_benchmarks(libraries, x, expected):
+    with runtime.load(libraries["host"]) as model:
+        assert model.num_inputs == 1
+        assert_outputs(model.run(x), expected)
+        timing = model.benchmark(x, number=2, repeat=3)
+    assert set(timing) == {"median_ms", "min_ms", "max_ms"}
+    assert 0 < timing["min_ms"] <= timing["median_ms"] <= timing["max_ms"]
+
+
+def test_wrong_number_of_inputs_is_refused(libraries, x):
+    with runtime.load(libraries["host"]) as model, pytest.raises(ValueError, match="takes 1 input"):
+        model.run(x, x)
+
+
+@pytest.mark.skipif(targets.host_arch() == "aarch64", reason="the aarch64 .so is native here")
+def test_so_for_another_architecture_is_refused_with_a_hint(libraries):
+    with pytest.raises(RuntimeError) as error:
+        runtime.load(libraries["aarch64"])
+    message = str(error.value)
+    assert "aarch64" in message and targets.host_arch() in message and "--rpc-tracker" in message
+
+
+def test_file_that_is_not_a_shared_object_is_refused(tmp_path):
+    path = tmp_path / "net.tar"
+    path.write_bytes(b"not an ELF file")
+    with pytest.raises(ValueError, match="not a shared object"):
+        runtime.load(path)
+
+
+def test_opencl_without_an_opencl_runtime_says_so(libraries):
+    if tvm.device("opencl").exist:
+        pytest.skip("this TVM runtime has OpenCL")
+    with pytest.raises(RuntimeError, match="rpc-tracker"):
+        runtime.load(libraries["host"], device="opencl")
+
+
+def test_run_cli_reports_error_against_pytorch_and_latency(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1)).eval()
+    example = torch.randn(1, 3, 16, 16)
+    program = torch.export.export(net, (example,))
+    torch.export.save(program, str(tmp_path / "net.pt2"))
+    build(from_exported_program(program, keep_params_as_input=False), "host").export_library(str(tmp_path / "net.so"))
+    np.savez(tmp_path / "x.npz", x=example.numpy())
+    proc = subprocess.run([*RUN, str(tmp_path / "net.so"), "--inputs", str(tmp_path / "x.npz"),
+                           "--model", str(tmp_path / "net.pt2"), "--number", "2", "--repeat", "2"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "output 0: (1, 4, 16, 16) float32" in proc.stdout
+    error = float(re.search(r"max abs error vs PyTorch: (\S+)", proc.stdout).group(1))
+    assert error < 1e-4, proc.stdout
+    assert re.search(r"latency on this machine \(cpu\): median [\d.]+ ms, min [\d.]+ ms, max [\d.]+ ms", proc.stdout)
+
+
+@pytest.mark.skipif(targets.host_arch() == "aarch64", reason="the aarch64 .so is native here")
+def test_run_cli_on_a_foreign_so_exits_1_with_the_hint(libraries):
+    proc = subprocess.run([*RUN, str(libraries["aarch64"]), "--input-shape", "1,8,8,8"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 1
+    assert "built for aarch64" in proc.stderr and "--rpc-tracker" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def device():
+    if not emulated.binfmt_enabled():
+        pytest.skip("qemu-aarch64 binfmt is not enabled: run `sudo .ci/setup-system.sh`")
+    with emulated.emulated_device() as (host, port, key):
+        yield f"{host}:{port}", key
+
+
+def test_upload_and_run_on_the_device_matches_the_host(device, libraries, x, expected):
+    tracker, key = device
+    for _ in range(2):  # closing frees the device: the second session gets it at once
+        with runtime.upload_and_load(libraries["aarch64"], tracker, key) as model:
+            assert_outputs(model.run(x), expected)
+            timing = model.benchmark(x, number=1, repeat=2)
+            assert 0 < timing["min_ms"] <= timing["max_ms"]
+
+
+def test_run_cli_through_the_tracker(device, libraries, x, tmp_path):
+    tracker, key = device
+    np.savez(tmp_path / "x.npz", x=x)
+    proc = subprocess.run([*RUN, str(libraries["aarch64"]), "--inputs", str(tmp_path / "x.npz"), "--rpc-tracker",
+                           tracker, "--rpc-key", key, "--number", "1", "--repeat", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "output 2: (1, 8, 8, 8) float32" in proc.stdout
+    assert f"latency on {key} via {tracker} (cpu)" in proc.stdout
+
+
+def test_unknown_key_fails_in_seconds_naming_it(device, libraries):
+    tracker, _ = device
+    with pytest.raises(ConnectionError) as error:
+        runtime.upload_and_load(libraries["aarch64"], tracker, "nobody")
+    assert tracker in str(error.value) and "'nobody'" in str(error.value)

@@ -1,0 +1,275 @@
+"""MetaSchedule tuning (``tvm_ecnn.tuning``, ``scripts/tune.py``): records that ``pipeline.build`` applies, the hand
+schedule inside the design space, resume after SIGKILL, RPC through a real tracker to two emulated aarch64 devices
+under one key, and fail-fast errors. A search round costs ~20 s on 2 cores: one tiny ecnn kernel, few trials."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tvm
+import tvm_ffi
+from tvm import relax
+from tvm.s_tir import meta_schedule as ms
+
+import relay_ops
+import targets
+from tvm_ecnn import tuning
+from tvm_ecnn.device import emulated
+from tvm_ecnn.pipeline import build, relax_pipeline, tuning_passes
+from tvm_ecnn.runtime import tracker_devices
+
+REPO = Path(__file__).resolve().parents[1]
+HOST = targets.get_target("host")
+TRIALS, BATCH = 8, 4
+RECORDS = "database_tuning_record.json"
+WORKLOADS = "database_workload.json"
+KEY = "two-emulated-phones"
+
+
+def shift_conv_module(channels: int = 16, size: int = 8) -> tvm.IRModule:
+    """One fused kernel our hand schedules cover: a grouped shift inside a 1x1 convolution, then ReLU."""
+    weight = np.random.default_rng(0).standard_normal((channels, channels, 1, 1)).astype("float32")
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, channels, size, size), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relay_ops.shift_conv2d(x, relax.const(weight), activation="relu"))
+        bb.emit_func_output(y)
+    return bb.get()
+
+
+def conv_module(channels: int = 8, size: int = 8) -> tvm.IRModule:
+    """One generic kernel (1x1 convolution + ReLU): TVM's own sketches only."""
+    weight = np.random.default_rng(0).standard_normal((channels, channels, 1, 1)).astype("float32")
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, channels, size, size), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.relu(relax.op.nn.conv2d(x, relax.const(weight))))
+        bb.emit_func_output(y)
+    return bb.get()
+
+
+def finished_records(db: Path) -> list[str]:
+    """Complete lines of the record file (a line being appended by a live process does not count)."""
+    path = db / RECORDS
+    text = path.read_text() if path.exists() else ""
+    return text[: text.rfind("\n") + 1].splitlines()
+
+
+def ecnn_function(mod: tvm.IRModule) -> tuple[str, tvm.tirx.PrimFunc]:
+    prefix = tuning_passes(HOST)(mod)
+    [(gvar, func)] = [(g, f) for g, f in prefix.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
+    return gvar.name_hint, func
+
+
+def assert_no_popen_workers_left() -> None:
+    assert not tuning._popen_workers(), "MetaSchedule popen workers outlived tuning"
+
+
+@pytest.fixture(scope="module")
+def module() -> tvm.IRModule:
+    return shift_conv_module()
+
+
+def start_tuning(module: tvm.IRModule, db: Path) -> tuple[subprocess.Popen, Path]:
+    """``tune(module, host, db, trials=TRIALS)`` in a new process group, SIGINT at its default (Ctrl-C raises)."""
+    source, log = db.with_suffix(".json"), db.with_suffix(".log")
+    source.write_text(tvm.ir.save_json(module))
+    code = ("import sys, relay_ops, tvm; from tvm_ecnn.tuning import tune; "
+            "tune(tvm.ir.load_json(open(sys.argv[1]).read()), 'host', sys.argv[2], trials=int(sys.argv[3]), "
+            "trials_per_batch=int(sys.argv[4]), seed=0, progress=False)")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", code, str(source), str(db), str(TRIALS), str(BATCH)],
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return proc, log
+
+
+def wait_for_first_batch(proc: subprocess.Popen, db: Path, log: Path) -> None:
+    deadline = time.monotonic() + 240
+    while len(finished_records(db)) < BATCH and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, f"tuning ended before it was interrupted:\n{log.read_text()[-3000:]}"
+    assert len(finished_records(db)) >= BATCH, f"no batch recorded in time:\n{log.read_text()[-3000:]}"
+
+
+def wait_until_gone(proc: subprocess.Popen) -> None:
+    """Nothing of the process group (the tuning process and its popen workers) may linger."""
+    deadline = time.monotonic() + 30
+    while emulated._group_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if emulated._group_members(proc.pid):
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the interrupted tuning left processes behind")
+
+
+@pytest.fixture(scope="module")
+def killed_then_resumed(module, tmp_path_factory):
+    """Tune in a subprocess, SIGKILL it once its first batch is recorded, then rerun in-process to the same trials.
+    Returns (db, records before the kill, records after the rerun)."""
+    db = tmp_path_factory.mktemp("killed") / "db"
+    proc, log = start_tuning(module, db)
+    try:
+        wait_for_first_batch(proc, db, log)
+        proc.kill()  # SIGKILL, the tuning process only (as `kill -9 PID` would); its workers see their pipes close
+        proc.wait()
+    finally:
+        wait_until_gone(proc)
+    before = finished_records(db)
+    tuning.tune(module, HOST, db, trials=TRIALS, trials_per_batch=BATCH, seed=1, progress=False)
+    assert_no_popen_workers_left()
+    return db, before, finished_records(db)
+
+
+def test_kill_keeps_finished_batches_and_rerun_resumes(killed_then_resumed):
+    _, before, after = killed_then_resumed
+    assert BATCH <= len(before) < TRIALS
+    assert after[: len(before)] == before, "records of the killed run were lost or rewritten"
+    assert len(after) == TRIALS, "the trials already in the database must count toward --trials, exactly"
+
+
+def test_first_ctrl_c_lets_the_batches_in_flight_finish(module, tmp_path):
+    db = tmp_path / "db"
+    proc, log = start_tuning(module, db)
+    try:
+        wait_for_first_batch(proc, db, log)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=180)
+    finally:
+        wait_until_gone(proc)
+    output = log.read_text()
+    assert proc.returncode == -signal.SIGINT, output[-3000:]  # KeyboardInterrupt, not a crash (std::terminate)
+    assert "finishing the batches in flight" in output and "KeyboardInterrupt" in output
+    assert (db / RECORDS).read_text().endswith("\n") and BATCH <= len(finished_records(db)) <= TRIALS
+
+
+def test_hand_schedule_is_the_first_trial(killed_then_resumed, module):
+    db, before, _ = killed_then_resumed
+    index, record = json.loads(before[0])
+    workload = ms.database.Workload.from_json(json.loads((db / WORKLOADS).read_text().splitlines()[index]))
+    sch = tvm.s_tir.Schedule(workload.mod)
+    ms.database.TuningRecord.from_json(record, workload).trace.apply_to_schedule(sch, remove_postproc=False)
+    name, _ = ecnn_function(module)
+    hand_scheduled = relax_pipeline(HOST)(module)[name]
+    assert tvm_ffi.structural_equal(sch.mod["main"].body, hand_scheduled.body, map_free_vars=True)
+
+
+def test_build_applies_the_best_record_with_unchanged_numerics(killed_then_resumed, module):
+    db = killed_then_resumed[0]
+    name, func = ecnn_function(module)
+    database = ms.database.JSONDatabase(work_dir=str(db))
+    best = database.query_ir_module(ms.tune_context._normalize_mod(func), HOST, name)
+    assert best is not None, "database keys do not match the functions build looks up"
+    tuned = relax_pipeline(HOST, db)(module)[name]
+    assert tvm_ffi.structural_equal(tuned.body, best["main"].body, map_free_vars=True)
+
+    x = tvm.runtime.tensor(np.random.default_rng(1).standard_normal((1, 16, 8, 8)).astype("float32"))
+    outputs = [relax.VirtualMachine(build(module, HOST, tuning_db=d), tvm.cpu())["main"](x).numpy() for d in (None, db)]
+    np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)
+
+
+def test_torn_last_record_is_dropped_and_finished_run_returns_at_once(killed_then_resumed, module, tmp_path):
+    db = tmp_path / "db"
+    shutil.copytree(killed_then_resumed[0], db)
+    with open(db / RECORDS, "a") as f:
+        f.write('[0, [[["Split", ')  # what a kill in the middle of an append leaves
+    tuning.tune(module, HOST, db, trials=TRIALS, trials_per_batch=BATCH, progress=False)
+    assert (db / RECORDS).read_text().endswith("\n")
+    assert finished_records(db) == killed_then_resumed[2]
+
+
+def test_design_space_has_hand_and_generic_sketches(module):
+    _, func = ecnn_function(module)
+    mod = ms.tune_context._normalize_mod(func)
+    space, first = tuning._space(mod, HOST)
+    assert first is not None
+    with tuning._essential_intrinsics(HOST):
+        sketches = ms.TuneContext(mod, target=HOST, space_generator=space, task_name="t").generate_design_space()
+    unroll = ["meta_schedule.unroll_explicit" in s.get(s.get_sblock("root")).annotations for s in sketches]
+    hand = [s for s in sketches if any(i.kind.name == "TransformLayout" for i in s.trace.insts)]
+    assert len(hand) == 1 and len(sketches) >= 2 and all(unroll), [str(s.trace) for s in sketches]
+
+
+def test_hand_schedule_outside_the_trace_language_is_kept_not_tuned(module, monkeypatch):
+    _, func = ecnn_function(module)
+    mod = ms.tune_context._normalize_mod(func)
+    hand = tvm.s_tir.Schedule(mod)
+    tuning.replay_hand_schedule(hand, HOST)
+    assert tuning._replays(hand, mod)
+    assert not tuning._replays(tvm.s_tir.Schedule(hand.mod), mod)  # same IR, reached outside the trace
+
+    monkeypatch.setattr(tuning, "_replays", lambda sch, mod: False)
+    with pytest.warns(UserWarning, match="keeps its hand schedule"):
+        assert tuning._tunable_tasks(tuning_passes(HOST)(module), HOST) == []
+
+
+def test_tuning_for_another_architecture_needs_a_device(module, tmp_path):
+    with pytest.raises(ValueError, match="--rpc-tracker"):
+        tuning.tune(module, "aarch64-linux", tmp_path, trials=1)
+
+
+def test_unreachable_tracker_fails_in_seconds_naming_it(module, tmp_path):
+    port = emulated.free_port()
+    start = time.monotonic()
+    with pytest.raises(ConnectionError) as error:
+        tuning.tune(module, "aarch64-linux", tmp_path, trials=1, rpc_tracker=f"127.0.0.1:{port}", rpc_key="phone")
+    assert time.monotonic() - start < 10
+    assert all(part in str(error.value) for part in ("127.0.0.1", str(port), "'phone'")), error.value
+
+
+def test_cli_with_unreachable_tracker_exits_1_before_importing_the_model(tmp_path):
+    port = emulated.free_port()
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "tune.py"), "--target", "aarch64-linux",
+                           "--rpc-tracker", f"127.0.0.1:{port}", "--rpc-key", "phone", "--trials", "1"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert f"127.0.0.1:{port}" in proc.stderr and "'phone'" in proc.stderr
+    assert not (tmp_path / "tuning-db").exists()
+
+
+@pytest.fixture(scope="module")
+def two_devices():
+    """A real tracker with two emulated aarch64 devices registered under one key."""
+    if not emulated.binfmt_enabled():
+        pytest.skip("qemu-aarch64 binfmt is not enabled: run `sudo .ci/setup-system.sh`")
+    tracker = devices = None
+    try:
+        tracker = emulated.start_tracker()
+        address = f"127.0.0.1:{tracker.port}"
+        devices = [emulated.start_device(tracker=address, key=KEY) for _ in range(2)]
+        deadline = time.monotonic() + 60
+        while tracker_devices("127.0.0.1", tracker.port, KEY) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        yield address
+    finally:
+        emulated.stop(*(devices or []), tracker)
+
+
+def test_rpc_tuning_measures_so_files_on_the_devices_of_the_key(two_devices, tmp_path):
+    address = two_devices
+    # one runner worker per device under the key: the tracker spreads the candidates over them
+    assert tuning._runner_factory(targets.get_target("aarch64-linux"), address, KEY, None).keywords["max_workers"] == 2
+    db = tuning.tune(conv_module(), "aarch64-linux", tmp_path / "db", trials=BATCH,
+                     trials_per_batch=BATCH, rpc_tracker=address, rpc_key=KEY, seed=0, progress=False)
+    assert_no_popen_workers_left()
+    records = ms.database.JSONDatabase(work_dir=str(db)).get_all_tuning_records()
+    # the devices have no linker: valid measurements mean the builder shipped linked aarch64 .so files
+    assert len(records) == BATCH and all(float(r.run_secs[0]) < 1e9 for r in records)
+
+
+def test_key_without_device_fails_in_seconds_naming_it(two_devices, module, tmp_path):
+    address = two_devices
+    start = time.monotonic()
+    with pytest.raises(ConnectionError) as error:
+        tuning.tune(module, "aarch64-linux", tmp_path, trials=1, rpc_tracker=address, rpc_key="no-such-phone")
+    assert time.monotonic() - start < 10
+    assert all(part in str(error.value) for part in (address, "'no-such-phone'", KEY)), error.value

@@ -1,0 +1,520 @@
+"""MetaSchedule tuning of a Relax module into a JSON database that ``pipeline.build(..., tuning_db=)`` applies.
+
+    tune(mod, "arm", "tuning-db/arm", trials=2000, rpc_tracker="127.0.0.1:9190", rpc_key="snapdragon865")
+
+Why not ``ms.relax_integration.tune_relax``: it would tune the wrong module and the wrong space for us.
+
+* Tasks come from ``pipeline.tuning_passes`` (our pipeline up to where it applies the database), so the database
+  keys are the fused functions ``build`` looks up (notes bug D / F5).
+* A kernel our hand schedules cover gets a design space holding the hand schedule (with a sampled unroll depth)
+  next to TVM's generic sketches, and the plain hand schedule is its first trial: the database always holds that
+  baseline, so the record ``build`` applies is never slower than it as measured. A hand schedule that edits the IR
+  outside MetaSchedule's trace language cannot be a record; that kernel keeps it and is not tuned.
+* Candidates are exported as ``.so`` with the target's cross linker (a phone has no linker) by a builder that
+  skips the 40 s ``tvm.s_tir.tensor_intrin`` import (bug B), which ``TuneContext`` is also kept from doing.
+* Every finished batch is committed before the next task is chosen, and ``trials`` counts what the database
+  already holds for these kernels: a killed run loses at most the batches in flight, a rerun resumes, and the
+  total is exact. The first Ctrl-C lets the batches in flight finish; a second one aborts.
+* A tqdm bar shows trials and the best end-to-end kernel time; MetaSchedule's popen workers are reaped.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import importlib.util
+import logging
+import math
+import os
+import random
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import types
+import warnings
+from pathlib import Path
+
+import tvm
+import tvm_ffi
+from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+from tqdm.auto import tqdm
+
+import targets as _targets
+
+DEFAULT_TRIALS_PER_BATCH = 32
+_UNROLL_STEPS = [0, 16, 64, 512]  # what TVM's ParallelizeVectorizeUnroll rule samples on CPUs
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Builder functions: run in MetaSchedule's popen workers, which unpickle them by reference (this module must stay
+# cheap to import: everything heavy is imported inside `tune`).
+
+
+def fast_build(mod: tvm.IRModule, target: tvm.target.Target, _params) -> tvm.runtime.Module:
+    """MetaSchedule's ``default_build`` without its ``import tvm.s_tir.tensor_intrin`` (~40 s per worker, bug B):
+    candidates arrive already tensorized, so building them needs no intrinsic registry."""
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
+
+
+def export_so(rt_mod: tvm.runtime.Module, target: tvm.target.Target) -> str:
+    """A linked ``.so`` (not MetaSchedule's ``.tar``, which the device would have to link) in a fresh folder,
+    which MetaSchedule's ``RemoveBuildArtifact`` deletes after the run."""
+    from tvm_ecnn.device.export import cross_compiler_for
+
+    path = os.path.join(tempfile.mkdtemp(prefix="tvm-ecnn-ms-"), "candidate.so")
+    rt_mod.export_library(path, fcompile=cross_compiler_for(target))
+    return path
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Where candidates are measured
+
+
+def _runner_factory(target: tvm.target.Target, rpc_tracker, rpc_key, runner_workers):
+    """Check now that measurements can happen (fails in seconds), return a function making the runner later."""
+    if rpc_tracker is None:
+        _check_runs_here(target)
+        return ms.runner.LocalRunner
+    if not rpc_key:
+        raise ValueError("--rpc-tracker needs --rpc-key (the key the device registered with)")
+    from .runtime import parse_tracker, tracker_devices
+
+    host, port = parse_tracker(rpc_tracker)
+    devices = tracker_devices(host, port, rpc_key)
+    config = ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=rpc_key, session_timeout_sec=300)
+    # One worker per device: the tracker hands each session a free device, so the devices measure in parallel.
+    return functools.partial(ms.runner.RPCRunner, config, max_workers=runner_workers or devices)
+
+
+def _target_arch(target: tvm.target.Target) -> str:
+    triple = str(target.attrs.get("mtriple", "") or "")
+    return triple.split("-", 1)[0] if triple else _targets.host_arch()
+
+
+def _check_runs_here(target: tvm.target.Target) -> None:
+    if target.kind.name != "llvm" or _target_arch(target) != _targets.host_arch():
+        raise ValueError(f"target {target.tag or target.kind.name} ({target.kind.name}, {_target_arch(target)}) "
+                         f"does not run on this {_targets.host_arch()} host: tune through a device with "
+                         "--rpc-tracker HOST:PORT --rpc-key KEY")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Design space
+
+
+def replay_hand_schedule(sch: tvm.s_tir.Schedule, target: tvm.target.Target) -> bool:
+    """Apply the hand schedule ``ApplyEcnnSchedules`` would give this function; False if it has none. On a traced
+    schedule the trace can become a database record, if it :func:`_replays`."""
+    import schedules
+    from schedules._blocks import anchor, ecnn_blocks, inline_neighbours
+
+    op = anchor(ecnn_blocks(sch))
+    rule = None if op is None else schedules.rule_for(target, op)
+    if rule is None:
+        return False
+    inline_neighbours(sch, keep={op, op + "_weight", op + "_epilogue"})
+    rule(sch, ecnn_blocks(sch), target)
+    return True
+
+
+def _hand_sketch(target: tvm.target.Target):
+    """The hand schedule as a MetaSchedule sketch whose one free choice is the unroll depth."""
+
+    def sketch(sch: tvm.s_tir.Schedule) -> tvm.s_tir.Schedule:
+        replay_hand_schedule(sch, target)
+        root = sch.get_sblock("root")
+        step = sch.sample_categorical(_UNROLL_STEPS, [1 / len(_UNROLL_STEPS)] * len(_UNROLL_STEPS))
+        sch.annotate(root, "meta_schedule.unroll_explicit", step)
+        return sch
+
+    return sketch
+
+
+def _replays(sch: tvm.s_tir.Schedule, mod: tvm.IRModule) -> bool:
+    """Whether the schedule's trace, through JSON as the database stores it, rebuilds the same function: a schedule
+    that edits the IR outside the trace language (``ScheduleState.replace``) cannot be a record."""
+    fresh = tvm.s_tir.Schedule(mod)
+    try:
+        tvm.s_tir.schedule.Trace.apply_json_to_schedule(sch.trace.as_json(), fresh)
+    except RuntimeError:  # ScheduleError
+        return False
+    return tvm_ffi.structural_equal(fresh.mod, sch.mod)
+
+
+def _space(mod: tvm.IRModule, target: tvm.target.Target):
+    """(design space, the plain hand schedule as a first candidate): TVM's generic sketches, plus the hand sketch
+    for functions our schedules cover; (None, None) when the hand schedule cannot be a record, so that the function
+    keeps it (a tuned record, applied first, could only replace it blindly)."""
+    hand = tvm.s_tir.Schedule(mod)
+    if not replay_hand_schedule(hand, target):
+        return ms.space_generator.PostOrderApply(), None
+    if not _replays(hand, mod):
+        return None, None
+    space = ms.space_generator.SpaceGeneratorUnion(
+        [ms.space_generator.ScheduleFn(_hand_sketch(target)), ms.space_generator.PostOrderApply()])
+    return space, ms.MeasureCandidate(hand, ms.arg_info.ArgInfo.from_entry_func(hand.mod))
+
+
+def _tunable_tasks(prepared: tvm.IRModule, target: tvm.target.Target) -> list:
+    """(task, design space, hand schedule candidate or None) for every kernel MetaSchedule may take over."""
+    found = []
+    for task in ms.relax_integration.extract_tasks(prepared, target):
+        space, hand = _space(task.dispatched[0], target)
+        if space is None:
+            warnings.warn(f"{task.task_name} keeps its hand schedule: it is not expressible as a MetaSchedule trace, "
+                          "so it is not tuned", stacklevel=3)
+        else:
+            found.append((task, space, hand))
+    return found
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Search: an exact trial budget, eager commits, progress
+
+
+class _Budget:
+    """Trials left for this run, shared by every task's search strategy."""
+
+    def __init__(self, trials: int):
+        self.left = trials
+
+
+@derived_object
+class _BudgetedSearch(ms.search_strategy.PySearchStrategy):
+    """Evolutionary search that never overshoots the shared budget (MetaSchedule only checks it between
+    batches) and measures ``first`` (the hand schedule) in the task's first batch."""
+
+    def __init__(self, budget: _Budget, first: ms.MeasureCandidate | None):
+        self.inner = ms.search_strategy.EvolutionarySearch()
+        self.budget = budget
+        self.first = first
+
+    def _initialize_with_tune_context(self, context) -> None:
+        self.inner._initialize_with_tune_context(context)
+
+    def pre_tuning(self, max_trials, num_trials_per_iter, design_spaces, database=None, cost_model=None) -> None:
+        self.inner.pre_tuning(max_trials, num_trials_per_iter, design_spaces, database, cost_model)
+
+    def post_tuning(self) -> None:
+        self.inner.post_tuning()
+
+    def generate_measure_candidates(self):
+        if self.budget.left <= 0:
+            return None
+        candidates = list(self.inner.generate_measure_candidates() or [])
+        if self.first is not None:
+            candidates, self.first = [self.first, *candidates], None
+        candidates = candidates[: self.budget.left]
+        self.budget.left -= len(candidates)
+        return candidates or None
+
+    def notify_runner_results(self, measure_candidates, results) -> None:
+        self.inner.notify_runner_results(measure_candidates, results)
+
+    def clone(self):
+        return _BudgetedSearch(self.budget, self.first)
+
+
+class _Stats:
+    """Each task's best latency after each of its finished batches (seeded from the database): what the progress
+    bar shows and what the task scheduler steers by."""
+
+    def __init__(self, best: dict[int, float]):
+        self.history = {i: [secs] for i, secs in best.items()}
+        self.failed = 0
+
+    def record(self, task_id: int, results) -> None:
+        valid = [_median_s(r.run_secs) for r in results if r.error_msg is None and r.run_secs]
+        self.failed += len(results) - len(valid)
+        history = self.history.setdefault(task_id, [])
+        history.append(min([history[-1] if history else math.inf, *valid]))
+
+    def best(self) -> dict[int, float]:
+        return {i: h[-1] for i, h in self.history.items() if h[-1] < math.inf}
+
+
+@derived_object
+class _EagerGradientScheduler(ms.task_scheduler.PyTaskScheduler):
+    """MetaSchedule's ``GradientBased`` task choice (a first pass over the tasks, then the task whose weighted best
+    latency falls fastest), but every finished batch is committed to the database before each choice: the stock
+    one commits nothing during its first pass, so a kill then loses a whole pass of measurements."""
+
+    ALPHA, WINDOW = 0.2, 3  # GradientBased's defaults
+
+    def __init__(self, stats: _Stats, seed: int | None):
+        super().__init__()
+        self.stats = stats
+        self.picked: set[int] = set()
+        self.rng = random.Random(seed)
+
+    def _gradient(self, task_id: int, weight: float) -> float:
+        history = self.stats.history.get(task_id, [])
+        if not history or history[-1] == math.inf:
+            return -1e9  # nothing valid measured yet: as GradientBased, prefer the other tasks
+        n, best = len(history), history[-1]
+        recent = (history[-1 - self.WINDOW] - best) / self.WINDOW if n > self.WINDOW else 0.0
+        return weight * (self.ALPHA * recent + (1 - self.ALPHA) * best / n)
+
+    def next_task_id(self) -> int:
+        scheduler = self._outer()
+        alive = []
+        for i, task in enumerate(scheduler.tasks_):
+            scheduler.touch_task(i)  # joins the task's batch if it has finished: its records reach the database
+            if not task.is_terminated:
+                alive.append(i)
+        if not alive:
+            return -1
+        fresh = [i for i in alive if i not in self.picked]
+        if fresh:
+            choice = fresh[0]
+        else:
+            grads = [self._gradient(i, float(scheduler.tasks_[i].task_weight)) for i in alive]
+            choice = alive[grads.index(max(grads))] if max(grads) != min(grads) else self.rng.choice(alive)
+        self.picked.add(choice)
+        if scheduler.tasks_[choice].runner_futures is not None:
+            scheduler.join_running_task(choice)
+        return choice
+
+
+@derived_object
+class _Progress(ms.measure_callback.PyMeasureCallback):
+    """tqdm bar: trials done / total, the best end-to-end kernel time so far (each task's best times its number of
+    calls, summed) and the trials of this run that failed to build or run (details in the log)."""
+
+    def __init__(self, bar, weights: list[float], stats: _Stats):
+        self.bar, self.weights, self.stats = bar, weights, stats
+        self._show()
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
+        self.stats.record(task_id, runner_results)
+        self.bar.update(len(runner_results))
+        self._show()
+
+    def _show(self) -> None:
+        best, parts = self.stats.best(), []
+        if best:
+            total_ms = 1e3 * sum(self.weights[i] * secs for i, secs in best.items())
+            some = "" if len(best) == len(self.weights) else f" ({len(best)}/{len(self.weights)} kernels)"
+            parts.append(f"best {total_ms:.3f} ms{some}")
+        if self.stats.failed:
+            parts.append(f"{self.stats.failed} failed")
+        self.bar.set_postfix_str(", ".join(parts))
+
+
+def _median_s(run_secs) -> float:
+    return statistics.median(float(s) for s in run_secs)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Database
+
+
+def _drop_torn_line(path: Path) -> None:
+    """A kill in the middle of MetaSchedule's append leaves a partial last line, which would make the whole
+    database unreadable: cut it (it is the unfinished record of an unfinished batch)."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def _open_database(tuning_db: Path) -> ms.database.JSONDatabase:
+    for name in ("database_workload.json", "database_tuning_record.json"):
+        _drop_torn_line(tuning_db / name)
+    return ms.database.JSONDatabase(work_dir=str(tuning_db))
+
+
+def _history(database, workloads) -> tuple[list[int], dict[int, float]]:
+    """(trials recorded per workload, best valid median seconds per workload index)."""
+    counts, best = [0] * len(workloads), {}
+    for record in database.get_all_tuning_records():
+        i = next((j for j, w in enumerate(workloads) if record.workload.same_as(w)), None)
+        if i is None:
+            continue
+        counts[i] += 1
+        secs = _median_s(record.run_secs) if record.run_secs else math.inf
+        if secs < min(best.get(i, math.inf), 1e9):  # MetaSchedule records failures as 1e10 s
+            best[i] = secs
+    return counts, best
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Process hygiene
+
+
+_INTRINSIC_FAMILIES = {"aarch64": "arm_cpu", "arm": "arm_cpu", "x86_64": "x86", "riscv64": "riscv_cpu"}
+
+
+@contextlib.contextmanager
+def _essential_intrinsics(target: tvm.target.Target):
+    """Bug B in this process: ``TuneContext()`` imports all of ``tvm.s_tir.tensor_intrin`` (~40 s, mostly CUDA).
+    While tuning, an empty package stands in for it, with only the CPU family whose intrinsics the target's
+    default schedule rules look up imported; afterwards a real import of the package works as usual."""
+    name = "tvm.s_tir.tensor_intrin"
+    if name in sys.modules:
+        yield
+        return
+    stub = types.ModuleType(name)
+    stub.__path__ = list(importlib.util.find_spec(name).submodule_search_locations)
+    sys.modules[name] = stub
+    try:
+        family = _INTRINSIC_FAMILIES.get(_target_arch(target)) if target.kind.name == "llvm" else None
+        if family:
+            importlib.import_module(f"{name}.{family}")
+        yield
+    finally:
+        if sys.modules.get(name) is stub:
+            del sys.modules[name]
+
+
+def _popen_workers() -> dict[int, object]:
+    """This process's own popen workers (an RPC server started from here has its own: those are not ours)."""
+    import psutil
+
+    found = {}
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            if "tvm.exec.popen_worker" in " ".join(child.cmdline()):
+                found[child.pid] = child
+    return found
+
+
+@contextlib.contextmanager
+def _reaping_popen_workers():
+    """MetaSchedule's builder/runner popen workers may outlive tuning (notes §7): end the ones started here."""
+    import psutil
+
+    before = set(_popen_workers())
+    try:
+        yield
+    finally:
+        started = [p for pid, p in _popen_workers().items() if pid not in before]
+        for proc in started:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(started, timeout=10)
+
+
+@contextlib.contextmanager
+def _logging_to(path: Path):
+    """MetaSchedule logs every trial: into ``path``, not onto the console. (Its ``get_loggers_from_work_dir``
+    reconfigures logging process-wide with ``dictConfig``, closing everyone's handlers, and fails outright when its
+    logger carries an unnamed handler, as under pytest.)"""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+@contextlib.contextmanager
+def _stop_on_first_interrupt(budget: _Budget):
+    """A Ctrl-C raised inside one of MetaSchedule's Python callbacks unwinds through C++ and aborts the process
+    (``std::terminate``). The first Ctrl-C therefore only empties the budget: no new batch starts, the batches in
+    flight are measured and committed, then ``KeyboardInterrupt`` is raised. A second Ctrl-C interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    interrupted = []
+
+    def on_interrupt(_signum, _frame):
+        interrupted.append(True)
+        budget.left = 0
+        signal.signal(signal.SIGINT, previous)
+        print("\ninterrupted: finishing the batches in flight (Ctrl-C again to abort them)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGINT) is on_interrupt:
+            signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _workers_import_us():
+    """Popen workers unpickle ``fast_build``/``export_so`` by reference and only inherit the environment: put this
+    checkout on their ``PYTHONPATH`` in case it is used without being installed (e.g. through scripts/)."""
+    root = str(Path(__file__).resolve().parents[1])
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, before) if p)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def tune(mod: tvm.IRModule, target, tuning_db, *, trials: int, rpc_tracker: str | None = None,
+         rpc_key: str | None = None, runner_workers: int | None = None, seed: int | None = None,
+         trials_per_batch: int = DEFAULT_TRIALS_PER_BATCH, progress: bool = True) -> Path:
+    """Tune ``mod`` for ``target`` until ``tuning_db`` holds ``trials`` trials of its tasks; returns the folder.
+
+    Measures locally, or on the devices registered under ``rpc_key`` at ``rpc_tracker`` ("HOST:PORT"), one
+    runner worker per device unless ``runner_workers`` says otherwise. Build with
+    ``pipeline.build(mod, target, tuning_db=<returned path>)``.
+    """
+    from .pipeline import tuning_passes  # relay_ops, schedules, passes: not for the builder workers
+
+    if trials < 1 or trials_per_batch < 1:
+        raise ValueError(f"trials and trials_per_batch must be positive, got {trials} and {trials_per_batch}")
+    target = _targets.get_target(target)
+    make_runner = _runner_factory(target, rpc_tracker, rpc_key, runner_workers)
+    tuning_db = Path(tuning_db).expanduser().resolve()
+    tuning_db.mkdir(parents=True, exist_ok=True)
+
+    with (_essential_intrinsics(target), _logging_to(tuning_db / "logs" / "tuning.log"), _workers_import_us(),
+          _reaping_popen_workers()):
+        tasks = _tunable_tasks(tuning_passes(target)(mod), target)
+        if not tasks:
+            raise ValueError("the module has no kernels MetaSchedule may tune")
+        database = _open_database(tuning_db)
+        counts, best = _history(database, [database.commit_workload(task.dispatched[0]) for task, _, _ in tasks])
+        done = sum(counts)
+        budget = _Budget(trials - done)
+        if budget.left <= 0:
+            return tuning_db
+        contexts = [
+            ms.TuneContext(task.dispatched[0], target=target, space_generator=space, task_name=task.task_name,
+                           # the hand schedule is measured first, unless a resumed task has it already
+                           search_strategy=_BudgetedSearch(budget, first=hand if count == 0 else None),
+                           rand_state=rand_state, logger=logging.getLogger(f"tvm.s_tir.meta_schedule.task_{i}"))
+            for i, ((task, space, hand), count, rand_state)
+            in enumerate(zip(tasks, counts, ms.utils.fork_seed(seed, len(tasks))))
+        ]
+        weights = [float(task.weight) for task, _, _ in tasks]
+        stats = _Stats(best)
+        builder = ms.builder.LocalBuilder(f_build=fast_build, f_export=functools.partial(export_so, target=target),
+                                          timeout_sec=120)
+        with (tqdm(total=trials, initial=done, unit="trial", desc=f"tuning {target.tag or target.kind.name}",
+                   disable=not progress) as bar, _stop_on_first_interrupt(budget)):
+            ms.tune_tasks(
+                tasks=contexts, task_weights=weights, work_dir=str(tuning_db), max_trials_global=budget.left,
+                num_trials_per_iter=min(trials_per_batch, budget.left), builder=builder, runner=make_runner(),
+                database=database, cost_model="xgb", task_scheduler=_EagerGradientScheduler(stats, seed),
+                measure_callbacks=[*ms.MeasureCallback.create("default"), _Progress(bar, weights, stats)])
+    return tuning_db
