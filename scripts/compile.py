@@ -31,6 +31,7 @@ def main(argv=None) -> int:
     parser.add_argument("--target", default="adreno", help="a tvm-ecnn target name or TVM tag (default: adreno)")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16"])
     parser.add_argument("--tuning-db", help="MetaSchedule database directory (from scripts/tune.py) to apply")
+    parser.add_argument("--seed", type=int, default=0, help="seed of a zoo model's random weights (as in scripts/run.py)")
     parser.add_argument("-o", "--output", help="output .so (default: <model>-<target>.so in the current directory)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
     try:
         targets.get_target(args.target)
         result = compile_model(args.model, args.input_shape, args.target, dtype=args.dtype, tuning_db=args.tuning_db,
-                               output=args.output, progress=not args.quiet)
+                               output=args.output, seed=args.seed, progress=not args.quiet)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -77,3 +77,14 @@ def test_shiftresnet20_tuned_over_rpc_exported_and_run_on_the_emulated_device(tm
         loaded.close()
     with torch.no_grad():
         np.testing.assert_allclose(out, model(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_compile_then_run_script_matches_pytorch(tmp_path):
+    done = compile_cli("--target", "host", "-o", "net.so", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    ran = subprocess.run([sys.executable, str(ROOT / "scripts" / "run.py"), "net.so", "--model", "shiftresnet20",
+                          "--repeat", "2", "--number", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr
+    assert "median" in ran.stdout
+    error = float(ran.stdout.split("max abs error vs PyTorch:")[1].split()[0])
+    assert error < 1e-4, ran.stdout

@@ -58,8 +58,11 @@ class CompileResult:
         return "\n".join(lines)
 
 
-def load_model(spec, input_shape=None):
-    """``(module_or_program, input_shape, name)`` from a zoo name, ``.pt2`` file or ``module:callable``."""
+def load_model(spec, input_shape=None, seed=0):
+    """``(module_or_program, input_shape, name)`` from a zoo name, ``.pt2`` file or ``module:callable``.
+
+    Zoo models get random weights from ``torch.manual_seed(seed)``: ``scripts/run.py --model`` rebuilds
+    the same ones to compare against."""
     if isinstance(spec, torch.nn.Module):
         if input_shape is None:
             raise ValueError("input_shape is required for an nn.Module")
@@ -79,6 +82,7 @@ def load_model(spec, input_shape=None):
     if spec not in _models.names():
         raise ValueError(f"unknown model {spec!r}: use a zoo name ({', '.join(_models.names())}), a .pt2 file "
                          "saved with torch.export.save, or module:callable")
+    torch.manual_seed(seed)
     return _models.get(spec).eval(), tuple(input_shape or _models.default_input_shape(spec)), spec
 
 
@@ -93,7 +97,7 @@ def _kernels(lowered: tvm.IRModule, target) -> dict[str, int]:
 
 
 def compile_model(model="shiftresnet20", input_shape=None, target="adreno", *, dtype="fp32", tuning_db=None,
-                  output=None, progress=True) -> CompileResult:
+                  output=None, seed=0, progress=True) -> CompileResult:
     """Compile ``model`` for ``target`` (any name of ``targets.names()``) and export a ``.so``."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}")
@@ -110,7 +114,7 @@ def compile_model(model="shiftresnet20", input_shape=None, target="adreno", *, d
         stages.update()
 
     stage("load")
-    torch_model, shape, name = load_model(model, input_shape)
+    torch_model, shape, name = load_model(model, input_shape, seed)
     if not isinstance(torch_model, torch.export.ExportedProgram):
         torch_model = torch_model.to(DTYPES[dtype])
     example = torch.randn(shape, dtype=DTYPES[dtype])
