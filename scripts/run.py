@@ -7,8 +7,8 @@
         --device opencl
 
 Inputs come from --inputs (an .npz, arrays in saved order) or are random normal with --input-shape (default: the
---model's). --model takes what scripts/compile.py takes; a zoo model is built with torch.manual_seed(--seed), so
-the comparison means something only for a .so compiled from the same weights (a .pt2 carries its own).
+--model's). --model takes what scripts/compile.py takes; a zoo model gets the random weights scripts/compile.py
+gives it for the same --seed (a .pt2 carries its own).
 Exit status 2 for bad arguments, 1 when the file or device cannot be used.
 """
 from __future__ import annotations
@@ -20,7 +20,6 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-
 from compile import parse_shape  # noqa: E402  (scripts/ is on sys.path when run as a script)
 
 
@@ -54,7 +53,7 @@ def main(argv=None) -> int:
     parser.add_argument("--inputs", help=".npz with the input arrays, in order")
     parser.add_argument("--input-shape", type=parse_shape, help="random float32 input of this shape, e.g. 1,3,32,32")
     parser.add_argument("--model", help="the source model to compare with (zoo name, .pt2 or module:callable)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random input and of zoo model weights")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random input and of a zoo model's weights")
     parser.add_argument("--rpc-tracker", metavar="HOST:PORT", help="run on a device of this RPC tracker")
     parser.add_argument("--rpc-key", help="the device's key at the tracker")
     parser.add_argument("--device", default="cpu", choices=["cpu", "opencl"])
@@ -73,8 +72,7 @@ def main(argv=None) -> int:
 
             from tvm_ecnn.deploy import load_model
 
-            torch.manual_seed(args.seed)
-            model, shape, _name = load_model(args.model, args.input_shape)
+            model, shape, _name = load_model(args.model, args.input_shape, seed=args.seed)
             model = model.module() if isinstance(model, torch.export.ExportedProgram) else model.float().eval()
         inputs = _inputs(args, shape)
         if args.rpc_tracker:
@@ -97,7 +95,7 @@ def main(argv=None) -> int:
             if [o.shape for o in outputs] != [e.shape for e in expected]:
                 print(f"outputs do not match PyTorch's: {[o.shape for o in outputs]} vs {[e.shape for e in expected]}")
             else:
-                error = max(float(np.abs(o - e).max()) for o, e in zip(outputs, expected))
+                error = max(float(np.abs(o - e).max()) for o, e in zip(outputs, expected, strict=True))
                 scale = max(float(np.abs(e).max()) for e in expected)
                 print(f"max abs error vs PyTorch: {error:.3g} (largest |output| {scale:.3g})")
         latency = loaded.benchmark(*inputs, number=args.number, repeat=args.repeat)

@@ -16,6 +16,7 @@ from tvm.relax.frontend.torch import from_exported_program
 
 import relay_ops
 import targets
+from relax_helpers import build_module
 from tvm_ecnn import runtime
 from tvm_ecnn.device import emulated
 from tvm_ecnn.device.export import cross_compiler_for
@@ -29,15 +30,13 @@ SHAPE = (1, 8, 8, 8)
 
 def two_output_module() -> tvm.IRModule:
     """A shift fused into a 1x1 convolution, returning ``(y, (relu(y), x))``: nested tuple outputs."""
-    weight = np.random.default_rng(0).standard_normal((8, 8, 1, 1)).astype("float32")
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(SHAPE, "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            y = bb.emit(relay_ops.shift_conv2d(x, relax.const(weight)))
-            out = bb.emit_output(relax.Tuple([y, relax.Tuple([relax.op.nn.relu(y), x])]))
-        bb.emit_func_output(out)
-    return bb.get()
+    weight = relax.const(np.random.default_rng(0).standard_normal((8, 8, 1, 1)).astype("float32"))
+
+    def body(x):
+        y = relay_ops.shift_conv2d(x, weight)
+        return relax.Tuple([y, relax.Tuple([relax.op.nn.relu(y), x])])
+
+    return build_module(body, [(SHAPE, "float32")])
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +64,7 @@ def expected(x) -> list[np.ndarray]:
 
 def assert_outputs(outputs, expected) -> None:
     assert len(outputs) == len(expected)
-    for got, want in zip(outputs, expected):
+    for got, want in zip(outputs, expected, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 

@@ -21,6 +21,7 @@ from tvm.s_tir import meta_schedule as ms
 
 import relay_ops
 import targets
+from relax_helpers import build_module
 from tvm_ecnn import tuning
 from tvm_ecnn.device import emulated
 from tvm_ecnn.pipeline import build, relax_pipeline, tuning_passes
@@ -34,28 +35,20 @@ WORKLOADS = "database_workload.json"
 KEY = "two-emulated-phones"
 
 
-def shift_conv_module(channels: int = 16, size: int = 8) -> tvm.IRModule:
+def one_kernel_module(body, channels: int) -> tvm.IRModule:
+    """``main(x) = body(x, weight)`` on a 1 x channels x 8 x 8 input, with a constant 1x1 ``weight``."""
+    weight = relax.const(np.random.default_rng(0).standard_normal((channels, channels, 1, 1)).astype("float32"))
+    return build_module(lambda x: body(x, weight), [((1, channels, 8, 8), "float32")])
+
+
+def shift_conv_module() -> tvm.IRModule:
     """One fused kernel our hand schedules cover: a grouped shift inside a 1x1 convolution, then ReLU."""
-    weight = np.random.default_rng(0).standard_normal((channels, channels, 1, 1)).astype("float32")
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, channels, size, size), "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            y = bb.emit_output(relay_ops.shift_conv2d(x, relax.const(weight), activation="relu"))
-        bb.emit_func_output(y)
-    return bb.get()
+    return one_kernel_module(lambda x, w: relay_ops.shift_conv2d(x, w, activation="relu"), channels=16)
 
 
-def conv_module(channels: int = 8, size: int = 8) -> tvm.IRModule:
+def conv_module() -> tvm.IRModule:
     """One generic kernel (1x1 convolution + ReLU): TVM's own sketches only."""
-    weight = np.random.default_rng(0).standard_normal((channels, channels, 1, 1)).astype("float32")
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, channels, size, size), "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            y = bb.emit_output(relax.op.nn.relu(relax.op.nn.conv2d(x, relax.const(weight))))
-        bb.emit_func_output(y)
-    return bb.get()
+    return one_kernel_module(lambda x, w: relax.op.nn.relu(relax.op.nn.conv2d(x, w)), channels=8)
 
 
 def finished_records(db: Path) -> list[str]:
@@ -194,6 +187,8 @@ def test_design_space_has_hand_and_generic_sketches(module):
     assert first is not None
     with tuning._essential_intrinsics(HOST):
         sketches = ms.TuneContext(mod, target=HOST, space_generator=space, task_name="t").generate_design_space()
+    stub = sys.modules.get("tvm.s_tir.tensor_intrin")
+    assert stub is None or stub.__file__, "the stand-in for tvm.s_tir.tensor_intrin outlived tuning"
     unroll = ["meta_schedule.unroll_explicit" in s.get(s.get_sblock("root")).annotations for s in sketches]
     hand = [s for s in sketches if any(i.kind.name == "TransformLayout" for i in s.trace.insts)]
     assert len(hand) == 1 and len(sketches) >= 2 and all(unroll), [str(s.trace) for s in sketches]

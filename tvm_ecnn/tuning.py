@@ -38,9 +38,9 @@ from pathlib import Path
 
 import tvm
 import tvm_ffi
+from tqdm.auto import tqdm
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
-from tqdm.auto import tqdm
 
 import targets as _targets
 
@@ -504,7 +504,7 @@ def tune(mod: tvm.IRModule, target, tuning_db, *, trials: int, rpc_tracker: str 
                            search_strategy=_BudgetedSearch(budget, first=hand if count == 0 else None),
                            rand_state=rand_state, logger=logging.getLogger(f"tvm.s_tir.meta_schedule.task_{i}"))
             for i, ((task, space, hand), count, rand_state)
-            in enumerate(zip(tasks, counts, ms.utils.fork_seed(seed, len(tasks))))
+            in enumerate(zip(tasks, counts, ms.utils.fork_seed(seed, len(tasks)), strict=True))
         ]
         weights = [float(task.weight) for task, _, _ in tasks]
         stats = _Stats(best)
