@@ -20,19 +20,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from compile import parse_shape  # noqa: E402  (scripts/ is on sys.path when run as a script)
 
 
-def import_model(spec: str, input_shape, dtype: str):
-    """The Relax module ``compile_model`` builds for the same arguments (so the database keys match)."""
-    import torch
-
-    from tvm_ecnn.deploy import DTYPES, load_model
-    from tvm_ecnn.frontend import from_torch
-
-    model, shape, _name = load_model(spec, input_shape)
-    if not isinstance(model, torch.export.ExportedProgram):
-        model = model.to(DTYPES[dtype])
-    return from_torch(model, (torch.randn(shape, dtype=DTYPES[dtype]),))
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="shiftresnet20",
@@ -53,6 +40,7 @@ def main(argv=None) -> int:
         parser.error("--rpc-tracker and --rpc-key go together")
 
     import targets
+    from tvm_ecnn.deploy import import_model
     from tvm_ecnn.runtime import parse_tracker, tracker_devices
     from tvm_ecnn.tuning import tune
 
@@ -61,7 +49,7 @@ def main(argv=None) -> int:
         target = targets.get_target(args.target)
         if args.rpc_tracker:  # before the model import: a wrong address fails in seconds
             tracker_devices(*parse_tracker(args.rpc_tracker), args.rpc_key)
-        mod = import_model(args.model, args.input_shape, args.dtype)
+        mod = import_model(args.model, args.input_shape, args.dtype)[0]
         path = tune(mod, target, tuning_db, trials=args.trials, rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key,
                     runner_workers=args.runner_workers, seed=args.seed, trials_per_batch=args.trials_per_batch,
                     progress=not args.quiet)

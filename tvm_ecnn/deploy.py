@@ -86,6 +86,18 @@ def load_model(spec, input_shape=None, seed=0):
     return _models.get(spec).eval(), tuple(input_shape or _models.default_input_shape(spec)), spec
 
 
+def import_model(model, input_shape=None, dtype="fp32", seed=0):
+    """``(Relax module, RewriteReport, torch model, input shape, name)``: what ``compile_model`` compiles,
+    and what ``scripts/tune.py`` tunes (same module, so the database keys match)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}")
+    torch_model, shape, name = load_model(model, input_shape, seed)
+    if not isinstance(torch_model, torch.export.ExportedProgram):
+        torch_model = torch_model.to(DTYPES[dtype])
+    mod, report = from_torch(torch_model, (torch.randn(shape, dtype=DTYPES[dtype]),), with_report=True)
+    return mod, report, torch_model, shape, name
+
+
 def _kernels(lowered: tvm.IRModule, target) -> dict[str, int]:
     device = "opencl" if _targets.is_adreno(target) else "cpu"
     counts = {device: 0, "host": 0}
@@ -99,10 +111,8 @@ def _kernels(lowered: tvm.IRModule, target) -> dict[str, int]:
 def compile_model(model="shiftresnet20", input_shape=None, target="adreno", *, dtype="fp32", tuning_db=None,
                   output=None, seed=0, progress=True) -> CompileResult:
     """Compile ``model`` for ``target`` (any name of ``targets.names()``) and export a ``.so``."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}")
     tvm_target = _targets.get_target(target)
-    stages = tqdm(total=5, desc="compile", disable=not progress, bar_format="{desc} {bar:10} {n}/{total} [{postfix}]")
+    stages = tqdm(total=4, desc="compile", disable=not progress, bar_format="{desc} {bar:10} {n}/{total} [{postfix}]")
     seconds = {}
 
     def stage(name):
@@ -113,14 +123,8 @@ def compile_model(model="shiftresnet20", input_shape=None, target="adreno", *, d
         seconds[name] = time.perf_counter() - seconds[name]
         stages.update()
 
-    stage("load")
-    torch_model, shape, name = load_model(model, input_shape, seed)
-    if not isinstance(torch_model, torch.export.ExportedProgram):
-        torch_model = torch_model.to(DTYPES[dtype])
-    example = torch.randn(shape, dtype=DTYPES[dtype])
-    done("load")
     stage("import")
-    mod, report = from_torch(torch_model, (example,), with_report=True)
+    mod, report, torch_model, shape, name = import_model(model, input_shape, dtype, seed)
     done("import")
     stage("lower")
     lowered = relax_pipeline(tvm_target, tuning_db)(mod)

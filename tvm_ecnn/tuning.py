@@ -111,16 +111,9 @@ def _check_runs_here(target: tvm.target.Target) -> None:
 def replay_hand_schedule(sch: tvm.s_tir.Schedule, target: tvm.target.Target) -> bool:
     """Apply the hand schedule ``ApplyEcnnSchedules`` would give this function; False if it has none. On a traced
     schedule the trace can become a database record, if it :func:`_replays`."""
-    import schedules
-    from schedules._blocks import anchor, ecnn_blocks, inline_neighbours
+    from .compiler_pass.apply_ecnn_schedules import apply_hand_schedule
 
-    op = anchor(ecnn_blocks(sch))
-    rule = None if op is None else schedules.rule_for(target, op)
-    if rule is None:
-        return False
-    inline_neighbours(sch, keep={op, op + "_weight", op + "_epilogue"})
-    rule(sch, ecnn_blocks(sch), target)
-    return True
+    return apply_hand_schedule(sch, target)
 
 
 def _hand_sketch(target: tvm.target.Target):

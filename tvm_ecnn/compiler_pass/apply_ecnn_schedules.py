@@ -8,6 +8,20 @@ import schedules
 from schedules._blocks import anchor, ecnn_blocks, inline_neighbours
 
 
+def apply_hand_schedule(sch: Schedule, target: tvm.target.Target) -> bool:
+    """Schedule the function of ``sch`` around its ecnn block; False if no rule covers it.
+
+    Shared by this pass and MetaSchedule's design space (``tvm_ecnn.tuning``), so a tuned record
+    starts from exactly the schedule ``build`` would apply."""
+    op = anchor(ecnn_blocks(sch))
+    rule = None if op is None else schedules.rule_for(target, op)
+    if rule is None:
+        return False
+    inline_neighbours(sch, keep={op, op + "_weight", op + "_epilogue"})
+    rule(sch, ecnn_blocks(sch), target)
+    return True
+
+
 @tvm.transform.module_pass(opt_level=0, name="ApplyEcnnSchedules")
 class ApplyEcnnSchedules:
     """Runs after FuseTIR (blocks are found by annotation) and before dlight/MetaSchedule, which
@@ -21,11 +35,6 @@ class ApplyEcnnSchedules:
             if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled", False):
                 continue
             sch = Schedule(func)
-            op = anchor(ecnn_blocks(sch))
-            rule = None if op is None else schedules.rule_for(self.target, op)
-            if rule is None:
-                continue
-            inline_neighbours(sch, keep={op, op + "_weight", op + "_epilogue"})
-            rule(sch, ecnn_blocks(sch), self.target)
-            mod[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+            if apply_hand_schedule(sch, self.target):
+                mod[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
         return mod
