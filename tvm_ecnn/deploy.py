@@ -8,7 +8,6 @@ the target's host needs (Adreno modules carry their OpenCL source inside the ``.
 from __future__ import annotations
 
 import importlib
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -13,7 +13,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .relax_dataflow import Dataflow, RewriteCallback, relax_functions, replace_bindings
+from .relax_dataflow import BindingRewrite, Dataflow
 
 
 def _conv_and_bias(flow: Dataflow, data):
@@ -53,36 +53,28 @@ def folded_conv(conv: relax.Call, bias, weight, gamma, beta, mean, var, eps) -> 
 
 
 @tvm.transform.module_pass(opt_level=0, name="FoldBatchNorm")
-class FoldBatchNorm:
+class FoldBatchNorm(BindingRewrite):
     """conv2d [+ bias] -> inference batch_norm  =>  conv2d + bias (constants only)."""
 
-    def __init__(self, on_rewrite: RewriteCallback | None = None):
-        self.on_rewrite = on_rewrite
+    pattern = "fold-batch-norm"
 
-    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        for name in relax_functions(mod):
-            flow = Dataflow(mod[name])
-            values = {}
-            for var in flow.order:
-                item = flow.value[var]
-                if not isinstance(item, relax.TupleGetItem) or item.index != 0:
-                    continue
-                norm = flow.call(item.tuple_value, "relax.nn.batch_norm")
-                if norm is None or flow.uses[item.tuple_value] != 1 or norm.attrs.axis != 1 or norm.attrs.training:
-                    continue
-                params = [flow.constant(a) for a in norm.args[1:]]
-                found = _conv_and_bias(flow, norm.args[0])
-                if found is None or any(p is None for p in params):
-                    continue
-                conv, bias = found
-                gamma, beta, mean, variance = params
-                if not norm.attrs.scale:
-                    gamma = np.ones_like(gamma)
-                if not norm.attrs.center:
-                    beta = np.zeros_like(beta)
-                weight = flow.constant(conv.args[1])
-                values[var] = folded_conv(conv, bias, weight, gamma, beta, mean, variance, float(norm.attrs.epsilon))
-                if self.on_rewrite is not None:
-                    self.on_rewrite("fold-batch-norm", var, 0, "conv2d+bias")
-            mod = replace_bindings(mod, name, values)
-        return mod
+    def rewrite(self, flow: Dataflow, var: relax.Var):
+        item = flow.value[var]
+        if not isinstance(item, relax.TupleGetItem) or item.index != 0:
+            return None
+        norm = flow.call(item.tuple_value, "relax.nn.batch_norm")
+        if norm is None or flow.uses[item.tuple_value] != 1 or norm.attrs.axis != 1 or norm.attrs.training:
+            return None
+        params = [flow.constant(a) for a in norm.args[1:]]
+        found = _conv_and_bias(flow, norm.args[0])
+        if found is None or any(p is None for p in params):
+            return None
+        conv, bias = found
+        gamma, beta, mean, variance = params
+        if not norm.attrs.scale:
+            gamma = np.ones_like(gamma)
+        if not norm.attrs.center:
+            beta = np.zeros_like(beta)
+        weight = flow.constant(conv.args[1])
+        folded = folded_conv(conv, bias, weight, gamma, beta, mean, variance, float(norm.attrs.epsilon))
+        return var, folded, 0, "conv2d+bias"

@@ -20,7 +20,7 @@ import relay_ops
 from relay_ops._registry import attrs_of
 from tvm_ecnn.nn.offsets import grouped_shift_offsets
 
-from .relax_dataflow import Dataflow, RewriteCallback, relax_functions, replace_bindings
+from .relax_dataflow import BindingRewrite, Dataflow
 from .shift_tables import channels_moved
 
 GROUPED, SPARSE, ACTIVE = "relax.ecnn.shift2d", "relax.ecnn.sparse_shift2d", "relax.ecnn.active_shift2d"
@@ -129,26 +129,18 @@ class _Chain:
 
 
 @tvm.transform.module_pass(opt_level=0, name="FuseShiftConv")
-class FuseShiftConv:
+class FuseShiftConv(BindingRewrite):
     """shift -> 1x1 conv [-> bias] [-> residual] [-> relu/relu6]  =>  ``relax.ecnn.shift_conv2d``."""
 
-    def __init__(self, on_rewrite: RewriteCallback | None = None):
-        self.on_rewrite = on_rewrite
+    pattern = "shift-conv"
 
-    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        for name in relax_functions(mod):
-            flow = Dataflow(mod[name])
-            values = {}
-            for var in flow.order:
-                shift = flow.call(var, GROUPED, SPARSE, ACTIVE)
-                found = None if shift is None else self._fuse(flow, var, shift)
-                if found is not None:
-                    anchor, value = found
-                    values[anchor] = value
-                    if self.on_rewrite is not None:
-                        self.on_rewrite("shift-conv", var, shift_channels_moved(flow, shift), "shift_conv2d")
-            mod = replace_bindings(mod, name, values)
-        return mod
+    def rewrite(self, flow: Dataflow, var: relax.Var):
+        shift = flow.call(var, GROUPED, SPARSE, ACTIVE)
+        found = None if shift is None else self._fuse(flow, var, shift)
+        if found is None:
+            return None
+        anchor, value = found
+        return anchor, value, shift_channels_moved(flow, shift), "shift_conv2d"
 
     @staticmethod
     def _fuse(flow: Dataflow, shift_var: relax.Var, shift: relax.Call):

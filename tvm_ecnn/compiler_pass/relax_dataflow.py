@@ -111,3 +111,33 @@ def replace_bindings(mod: tvm.IRModule, name: str, values: dict) -> tvm.IRModule
 
 def relax_functions(mod: tvm.IRModule) -> list[str]:
     return [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, relax.Function)]
+
+
+class BindingRewrite:
+    """Skeleton of a Relax rewrite pass: per function, ``rewrite(flow, var)`` returns ``None`` or
+    ``(anchor var, new value, channels moved, result op)``; each anchor's binding gets the new value
+    (dead producers go with DCE) and the rewrite is reported as ``pattern``. Subclasses are
+    decorated with ``tvm.transform.module_pass``."""
+
+    pattern = ""
+
+    def __init__(self, on_rewrite: RewriteCallback | None = None):
+        self.on_rewrite = on_rewrite
+
+    def rewrite(self, flow: Dataflow, var: relax.Var):
+        raise NotImplementedError
+
+    def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        for name in relax_functions(mod):
+            flow = Dataflow(mod[name])
+            values = {}
+            for var in flow.order:
+                found = self.rewrite(flow, var)
+                if found is None:
+                    continue
+                anchor, value, channels_moved, result = found
+                values[anchor] = value
+                if self.on_rewrite is not None:
+                    self.on_rewrite(self.pattern, var, channels_moved, result)
+            mod = replace_bindings(mod, name, values)
+        return mod
