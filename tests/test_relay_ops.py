@@ -251,3 +251,25 @@ def _emit(fn, input_types):
 def test_bad_input_names_op_and_argument(make, types, arg):
     with pytest.raises(ValueError, match=rf"relax\.ecnn\.\w+: argument '{arg}'"):
         build_module(make, types)
+
+
+@SETTINGS
+@given(shape=shapes, dtype=st.sampled_from(["float16", "float32", "float64", "int8", "int32"]), data=st.data())
+def test_integer_shifts_are_exact_for_every_dtype(shape, dtype, data):
+    rng = np.random.default_rng(10)
+    x = (rng.standard_normal(shape) * 50).astype(dtype)
+    offsets = np.array(data.draw(st.lists(st.tuples(st.integers(-9, 9), st.integers(-9, 9)),
+                                          min_size=shape[1], max_size=shape[1])), "int32")
+    np.testing.assert_array_equal(run_op(lambda v: relay_ops.sparse_shift2d(v, relax.const(offsets)), x), shift_ref(x, offsets))
+    np.testing.assert_array_equal(run_op(relay_ops.shift2d, x), shift_ref(x, grouped_shift_offsets(shape[1])))
+
+
+@pytest.mark.parametrize("dtype, tol", [("float16", 2e-2), ("float64", 1e-12)])
+def test_active_shift2d_other_float_dtypes(dtype, tol):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((1, 6, 7, 5)).astype(dtype)
+    offsets = rng.uniform(-2, 2, (6, 2)).astype(dtype)
+    # relax.const turns float64 numpy arrays into float32 unless told the dtype
+    out = run_op(lambda v: relay_ops.active_shift2d(v, relax.const(offsets, dtype), 2, 1), x)
+    assert out.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(out, active_shift_ref(x, offsets, 2, 1), rtol=tol, atol=tol)
