@@ -146,8 +146,9 @@ def _shifted_input(x, offsets, attrs, layout):
 
 
 def compute(x, weight, offsets, bias, residual, attrs):
-    """Blocks ``shift_conv2d_weight`` (kernel panel), ``shift_conv2d`` (accumulation) and, when
-    needed, ``shift_conv2d_epilogue`` (bias, residual, activation, requantize, relayout)."""
+    """Blocks ``shift_conv2d_input`` (shifted input), ``shift_conv2d_weight`` (kernel panel),
+    ``shift_conv2d`` (accumulation) and, when needed, ``shift_conv2d_epilogue`` (bias, residual,
+    activation, requantize, relayout)."""
     layout = attrs["layout"]
     stride, padding = attrs["stride"], attrs["padding"]
     batch, height, width = (int(x.shape[i]) for i in (0, 2, 3))
@@ -161,13 +162,18 @@ def compute(x, weight, offsets, bias, residual, attrs):
     # output channels is one contiguous load; other schedules inline it.
     panel = te.compute((num_channels, out_channels), lambda c, o: weight[o, c, 0, 0], name=NAME + "_weight",
                        attrs={"ecnn_op": NAME + "_weight"})
+    out_h, out_w = output_size(height, stride, padding), output_size(width, stride, padding)
+    # The shifted input at the 1x1 conv's sample points, [N, H', W', C]: all shift arithmetic and zero
+    # padding live here. CPU schedules stage it per pixel tile (out of the FMA loop); others inline it.
+    shifted = te.compute((batch, out_h, out_w, num_channels),
+                         lambda n, h, w, c: read(n, c, h * stride - padding, w * stride - padding),
+                         name=NAME + "_input", attrs={"ecnn_op": NAME + "_input"})
     rc = te.reduce_axis((0, num_channels), name="rc")
 
     def accumulate(n, o, h, w):
-        xv = read(n, rc, h * stride - padding, w * stride - padding)
-        return te.sum(xv.astype(acc_dtype) * panel[rc, o].astype(acc_dtype), axis=rc)
+        return te.sum(shifted[n, h, w, rc].astype(acc_dtype) * panel[rc, o].astype(acc_dtype), axis=rc)
 
-    logical = [batch, out_channels, output_size(height, stride, padding), output_size(width, stride, padding)]
+    logical = [batch, out_channels, out_h, out_w]
     acc = te.compute(logical, accumulate, name=NAME, attrs={"ecnn_op": NAME})
     scale, zero_point = attrs["requant_scale"], attrs["requant_zero_point"]
     needs_epilogue = bias is not None or residual is not None or attrs["activation"] != "none"

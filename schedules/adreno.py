@@ -82,6 +82,7 @@ def _accumulate_in_float32(sch: Schedule, update) -> None:
 
 def schedule_shift_conv2d(sch: Schedule, blocks: dict, target) -> None:
     acc = blocks["shift_conv2d"]
+    sch.compute_inline(blocks["shift_conv2d_input"])
     sch.compute_inline(blocks["shift_conv2d_weight"])
     if "shift_conv2d_epilogue" in blocks:
         sch.set_scope(acc, 0, "local")

@@ -7,12 +7,11 @@ of 4 lanes) x 4 output pixels = 16 accumulators that stay in registers for the w
 maps: ``micro_tile``). Hot loop, fp32: 16 ``fmla v.4s, v.4s, v.s[i]`` + 2 ``ldp q`` + the inputs
 (28 instructions; 71 without the staging below, 56 spilled accumulators with the host's tiles).
 
-The shift lives in one place, a *staging* block ``shift_conv2d_input``: per pixel tile it gathers
-the shifted, strided, zero-padded NCHW input ``xs[c, pixel]`` into a small local buffer, so the
+The shift lives in one place, the compute's staging block ``shift_conv2d_input``: per pixel tile it
+holds the shifted, strided, zero-padded NCHW input ``xs[c, pixel]`` in a small local buffer, so the
 index arithmetic and bounds tests of the shift run once per (channel, pixel) of the tile instead of
-inside the FMA loop. ``ApplyEcnnSchedules`` inlines every non-kernel block before a rule runs and
-TVM has no "un-inline" primitive, so :func:`stage_input` rebuilds the accumulation block and the
-new stage itself (``ScheduleState.replace``).
+inside the FMA loop. Only traced schedule primitives are used, so MetaSchedule can replay and tune
+this schedule.
 
 int8 (int32 accumulation, bias/relu/requantize epilogue): the same tile, 4 input channels per step
 with ``sdot`` via ``tensorize(.., "dot_4x4_i8i8s32_sdot")`` (hot loop: 16 ``sdot``, 4 weight ``ldr q``,
@@ -38,7 +37,6 @@ import tvm
 import tvm_ffi
 from tvm import tirx
 from tvm.s_tir import Schedule, SBlock, SBlockRealize, TensorIntrin
-from tvm.s_tir.analysis import get_sblock_read_write_region
 from tvm.tirx import IndexMap
 
 from . import cpu
@@ -48,7 +46,6 @@ OUT_TILES = (16, 8, 4, 2, 1)  # output channels per micro-kernel: 4 / 2 / 1 NEON
 PIXEL_TILES = (4, 7, 6, 5, 3, 2, 1)  # output pixels per micro-kernel; 4 first (the 16 x 4 tile), 7 for 7x7 maps
 ACCUMULATORS = 16  # of NEON's 32 q registers: 16 accumulators + up to 4 weight vectors + the inputs
 SDOT, NEON_DOT = "dot_4x4_i8i8s32_sdot", "dot_4x4_i8i8s32_neon"
-INPUT = "shift_conv2d_input"
 
 
 def micro_tile(out_channels: int, width: int) -> tuple[int, int]:
@@ -84,89 +81,6 @@ def dot_intrinsic(target) -> str:
             finally:
                 del sys.modules[package]
     return name
-
-
-# --------------------------------------------------------------------------------------------
-# staging the shifted input
-
-
-def _loop_nest(iter_vars, block: SBlock) -> tirx.For:
-    loops = [tirx.Var(iv.var.name.removeprefix("v_"), iv.var.ty) for iv in iter_vars]
-    stmt = SBlockRealize(loops, True, block)
-    for var, iv in reversed(list(zip(loops, iter_vars))):
-        stmt = tirx.For(var, iv.dom.min, iv.dom.extent, tirx.ForKind.SERIAL, stmt)
-    return stmt
-
-
-def _with_regions(block: SBlock, buffers) -> SBlock:
-    reads, writes = get_sblock_read_write_region(block, {b: b for b in buffers})
-    return SBlock(block.iter_vars, reads, writes, block.name_hint, block.body, block.init,
-                  block.alloc_buffers, block.match_buffers, block.annotations)
-
-
-def _replace_realize(stmt, old: SBlock, new: SBlock):
-    """``stmt`` (a perfect loop nest) with the realize of ``old`` rebuilt around ``new``."""
-    if isinstance(stmt, SBlockRealize):
-        assert stmt.block.same_as(old)
-        return SBlockRealize(stmt.iter_values, stmt.predicate, new)
-    return tirx.For(stmt.loop_var, stmt.min, stmt.extent, stmt.kind, _replace_realize(stmt.body, old, new),
-                    stmt.thread_binding, stmt.annotations)
-
-
-def _contains(stmt, block: SBlock) -> bool:
-    while isinstance(stmt, tirx.For):
-        stmt = stmt.body
-    return isinstance(stmt, SBlockRealize) and stmt.block.same_as(block)
-
-
-def stage_input(sch: Schedule, acc):
-    """Split the accumulation's activation operand into its own block; returns its block RV.
-
-    ``acc`` computes ``C[n, o, h, w] += X(n, rc, h, w) * panel[rc, o]`` (operands cast to int32
-    for int8) where ``X`` is the inlined shifted read. Afterwards a block ``shift_conv2d_input``
-    writes ``xs[n, h, w, c] = X(n, c, h, w)`` and ``acc`` reads ``xs[n, h, w, rc]``. Returns None
-    (nothing changed) when ``acc`` is not of that form.
-    """
-    block = sch.get(acc)
-    store = block.body
-    if (len(block.iter_vars) != 5 or not isinstance(store, tirx.BufferStore) or not isinstance(store.value, tirx.Add)
-            or not isinstance(store.value.b, tirx.Mul)):
-        return None
-    update = store.value.b  # C[...] + X * panel[rc, o]
-    v_o = block.iter_vars[1].var
-    if _uses(update.a, v_o) == _uses(update.b, v_o):  # the panel operand is the one indexed by o
-        return None
-    panel_operand, x_operand = (update.b, update.a) if _uses(update.b, v_o) else (update.a, update.b)
-    x_value = x_operand.value if isinstance(x_operand, tirx.Cast) else x_operand
-    v_n, _, v_h, v_w, v_rc = (iv.var for iv in block.iter_vars)
-    dims = [block.iter_vars[i] for i in (0, 2, 3, 4)]
-    xs = tirx.decl_buffer([iv.dom.extent for iv in dims], str(x_value.ty.dtype), name=INPUT)
-    new_vars = [tirx.Var(iv.var.name, iv.var.ty) for iv in dims]
-    value = IndexMap([v_n, v_h, v_w, v_rc], [x_value], None).map_indices(new_vars)[0]
-    func = sch.mod["main"]
-    root_rv = sch.get_sblock("root")
-    root = sch.get(root_rv)
-    buffers = [*func.params, *root.alloc_buffers, xs]
-    stage_iters = [tirx.IterVar(iv.dom, var, 0) for iv, var in zip(dims, new_vars)]  # 0: data parallel
-    stage = _with_regions(SBlock(stage_iters, [], [], INPUT, tirx.BufferStore(xs, value, new_vars),
-                                 annotations={"ecnn_op": INPUT}), buffers)
-    new_x = tirx.BufferLoad(xs, [v_n, v_h, v_w, v_rc])
-    if isinstance(x_operand, tirx.Cast):
-        new_x = tirx.Cast(str(x_operand.ty.dtype), new_x)
-    product = tirx.Mul(new_x, panel_operand) if x_operand.same_as(update.a) else tirx.Mul(panel_operand, new_x)
-    body = tirx.BufferStore(store.buffer, tirx.Add(store.value.a, product), store.indices)
-    new_acc = _with_regions(SBlock(block.iter_vars, [], [], block.name_hint, body, block.init,
-                                   block.alloc_buffers, block.match_buffers, block.annotations), buffers)
-    seq = []
-    for stmt in root.body:
-        if _contains(stmt, block):
-            seq += [_loop_nest(dims, stage), _replace_realize(stmt, block, new_acc)]
-        else:
-            seq.append(stmt)
-    new_root = SBlock(root.iter_vars, root.reads, root.writes, root.name_hint, tirx.SeqStmt(seq), root.init,
-                      [*root.alloc_buffers, xs], root.match_buffers, root.annotations)
-    sch.state.replace(sch.get_sref(root_rv), new_root, {root: new_root, block: new_acc})
-    return sch.get_sblock(INPUT)
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,10 +231,8 @@ def schedule_shift_conv2d(sch: Schedule, blocks: dict, target) -> None:
     acc = blocks["shift_conv2d"]
     _, out_ch, _, width, channels = extents(sch, sch.get_loops(acc))
     tiles = micro_tile(out_ch, width)
-    staged = stage_input(sch, acc)
-    if staged is None:  # an accumulation of another form: the host kernel with NEON tiles
-        cpu.schedule_shift_conv2d(sch, blocks, target, *((t,) for t in tiles))
-    elif _is_int8(sch, acc) and channels % 4 == 0 and out_ch % 4 == 0:
+    staged = blocks["shift_conv2d_input"]
+    if _is_int8(sch, acc) and channels % 4 == 0 and out_ch % 4 == 0:
         schedule_shift_conv2d_dot(sch, blocks, target, staged, tiles)
     else:
         schedule_shift_conv2d_fma(sch, blocks, target, staged, tiles)

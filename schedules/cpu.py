@@ -48,6 +48,7 @@ def schedule_shift_conv2d(sch: Schedule, blocks: dict, target, out_tiles=(64, 32
     ``out_tiles``/``pixel_tiles`` are the candidate tile sizes (largest dividing one wins); other
     CPUs pass their own to fit their register file (``schedules/arm_cpu.py``).
     """
+    sch.compute_inline(blocks["shift_conv2d_input"])  # x86: one scalar load per (channel, pixel) is cheapest
     _, _, rc, wi, oi = tile_shift_conv2d(sch, blocks, out_tiles, pixel_tiles)
     sch.unroll(wi)
     sch.vectorize(oi)

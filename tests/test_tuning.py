@@ -268,3 +268,17 @@ def test_key_without_device_fails_in_seconds_naming_it(two_devices, module, tmp_
         tuning.tune(module, "aarch64-linux", tmp_path, trials=1, rpc_tracker=address, rpc_key="no-such-phone")
     assert time.monotonic() - start < 10
     assert all(part in str(error.value) for part in (address, "'no-such-phone'", KEY)), error.value
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_arm_hand_schedules_are_replayable_records(dtype):
+    """The Snapdragon CPU's fp32 FMLA and int8 sdot kernels enter the design space (not kept untuned)."""
+    arm = targets.get_target("aarch64-linux")
+    rng = np.random.default_rng(0)
+    w = rng.integers(-3, 4, (16, 16, 1, 1)).astype(dtype)
+    mod = build_module(lambda v: relay_ops.shift_conv2d(v, relax.const(w), "grouped"), [((1, 16, 8, 8), dtype)])
+    [func] = [f for _, f in tuning_passes(arm)(mod).functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
+    normalized = ms.tune_context._normalize_mod(func)
+    hand = tvm.s_tir.Schedule(normalized)
+    assert tuning.replay_hand_schedule(hand, arm)
+    assert tuning._replays(hand, normalized)

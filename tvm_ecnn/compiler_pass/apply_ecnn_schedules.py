@@ -17,7 +17,7 @@ def apply_hand_schedule(sch: Schedule, target: tvm.target.Target) -> bool:
     rule = None if op is None else schedules.rule_for(target, op)
     if rule is None:
         return False
-    inline_neighbours(sch, keep={op, op + "_weight", op + "_epilogue"})
+    inline_neighbours(sch, keep={op, op + "_input", op + "_weight", op + "_epilogue"})
     rule(sch, ecnn_blocks(sch), target)
     return True
 
