@@ -27,12 +27,7 @@ TARGETS = ("adreno", "adreno-texture")
 ATOL = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def pocl_platform():
-    try:
-        pocl.pocl_queue()
-    except RuntimeError as err:
-        pytest.skip(str(err))
+pytestmark = pytest.mark.usefixtures("pocl_platform")
 
 
 @pytest.fixture(scope="module")

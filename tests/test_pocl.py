@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import copy
 import importlib.metadata
-import os
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,24 +13,13 @@ from tvm import relax
 pytest.importorskip("pyopencl", reason="pyopencl is missing: pip install the project's opencl extra")
 from tvm_ecnn.device import pocl  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 HOST = {"kind": "llvm", "mtriple": "aarch64-linux-android"}
 BUFFER = tvm.target.Target({"kind": "opencl", "device": "adreno"}, host=HOST)
 TEXTURE = tvm.target.Target("qcom/adreno-opencl-texture", host=HOST)
 ATOL = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def pocl_platform():
-    """PoCL's ICD; as root (CI) install it instead of skipping."""
-    try:
-        pocl.pocl_queue()
-    except RuntimeError as err:
-        if os.geteuid() != 0:
-            pytest.skip(str(err))
-        subprocess.run([str(REPO / ".ci" / "setup-system.sh")], check=True)
-        pocl.pocl_queue.cache_clear()
-        pocl.pocl_queue()
+pytestmark = pytest.mark.usefixtures("pocl_platform")
 
 
 def small_cnn(channels: int = 3) -> tvm.IRModule:
