@@ -7,10 +7,7 @@ instances of the instruction under test; the whole reduction of a micro-kernel t
 from __future__ import annotations
 
 import collections
-import os
 import re
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,11 +19,9 @@ import targets
 from reference import active_shift_ref, circular_shift_ref, shift_ref
 from relax_helpers import build_module
 from tvm_ecnn import pipeline
-from tvm_ecnn.device import emulated
 from tvm_ecnn.device.export import cross_compiler_for
 from tvm_ecnn.nn.offsets import grouped_shift_offsets
 
-REPO = Path(__file__).resolve().parents[1]
 ARM = targets.get_target("aarch64-linux")  # Snapdragon 865 big cores (cortex-a77, +dotprod), aarch64-linux-gnu
 NO_DOT = tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a53", "mattr": ["+neon"]})
 
@@ -233,17 +228,6 @@ def multi_function_module(cases: dict) -> tvm.IRModule:
                 out = bb.emit_output(make(v))
             bb.emit_func_output(out)
     return bb.get()
-
-
-@pytest.fixture(scope="module")
-def device():
-    """Tracker + emulated aarch64 device for the whole module; both are killed even when a test fails."""
-    if not emulated.binfmt_enabled():
-        if os.geteuid() != 0:
-            pytest.skip("qemu-aarch64 binfmt is not enabled and we are not root: run `sudo .ci/setup-system.sh`")
-        subprocess.run([str(REPO / ".ci" / "setup-system.sh")], check=True)
-    with emulated.emulated_device() as (host, port, key):
-        yield host, port, key
 
 
 @pytest.fixture(scope="module")

@@ -42,15 +42,7 @@ def test_compile_bad_names_exit_2_with_the_valid_ones(tmp_path, args, expected):
     assert expected in done.stderr and "Traceback" not in done.stderr
 
 
-@pytest.fixture(scope="module")
-def emulated():
-    from tvm_ecnn.device.emulated import emulated_device
-
-    with emulated_device() as (host, port, key):
-        yield f"{host}:{port}", key
-
-
-def test_shiftresnet20_tuned_over_rpc_exported_and_run_on_the_emulated_device(tmp_path, emulated):
+def test_shiftresnet20_tuned_over_rpc_exported_and_run_on_the_emulated_device(tmp_path, device):
     """The issue's end-to-end check: tune a few trials over RPC, compile with the records, upload, run."""
     import numpy as np
     import torch
@@ -61,7 +53,8 @@ def test_shiftresnet20_tuned_over_rpc_exported_and_run_on_the_emulated_device(tm
     from tvm_ecnn.runtime import upload_and_load
     from tvm_ecnn.tuning import tune
 
-    tracker, key = emulated
+    host, port, key = device
+    tracker = f"{host}:{port}"
     torch.manual_seed(0)
     model = models.get("shiftresnet20").eval()
     x = torch.randn(1, 3, 32, 32)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import warnings
@@ -22,22 +21,6 @@ CPU_FEATURES = {"mattr": ["+neon"], "mcpu": "cortex-a77"}
 LINUX = tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", **CPU_FEATURES})
 ANDROID = tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-android", **CPU_FEATURES})
 EM_AARCH64 = 183
-
-
-@pytest.fixture(scope="module")
-def binfmt():
-    """qemu-aarch64 via binfmt_misc; as root (CI) set it up instead of skipping."""
-    if not emulated.binfmt_enabled():
-        if os.geteuid() != 0:
-            pytest.skip("qemu-aarch64 binfmt is not enabled and we are not root: run `sudo .ci/setup-system.sh`")
-        subprocess.run([str(REPO / ".ci" / "setup-system.sh")], check=True)
-
-
-@pytest.fixture(scope="module")
-def device(binfmt):
-    """Tracker + emulated device for the whole module; both are killed even when a test fails."""
-    with emulated.emulated_device() as (host, port, key):
-        yield host, port, key
 
 
 def conv_relu_conv() -> tuple[tvm.IRModule, np.ndarray]:

@@ -18,7 +18,6 @@ import relay_ops
 import targets
 from relax_helpers import build_module
 from tvm_ecnn import runtime
-from tvm_ecnn.device import emulated
 from tvm_ecnn.device.export import cross_compiler_for
 from tvm_ecnn.pipeline import build
 
@@ -129,16 +128,9 @@ def test_run_cli_on_a_foreign_so_exits_1_with_the_hint(libraries):
     assert "built for aarch64" in proc.stderr and "--rpc-tracker" in proc.stderr
 
 
-@pytest.fixture(scope="module")
-def device():
-    if not emulated.binfmt_enabled():
-        pytest.skip("qemu-aarch64 binfmt is not enabled: run `sudo .ci/setup-system.sh`")
-    with emulated.emulated_device() as (host, port, key):
-        yield f"{host}:{port}", key
-
-
 def test_upload_and_run_on_the_device_matches_the_host(device, libraries, x, expected):
-    tracker, key = device
+    host, port, key = device
+    tracker = f"{host}:{port}"
     for _ in range(2):  # closing frees the device: the second session gets it at once
         with runtime.upload_and_load(libraries["aarch64"], tracker, key) as model:
             assert_outputs(model.run(x), expected)
@@ -147,7 +139,8 @@ def test_upload_and_run_on_the_device_matches_the_host(device, libraries, x, exp
 
 
 def test_run_cli_through_the_tracker(device, libraries, x, tmp_path):
-    tracker, key = device
+    host, port, key = device
+    tracker = f"{host}:{port}"
     np.savez(tmp_path / "x.npz", x=x)
     proc = subprocess.run([*RUN, str(libraries["aarch64"]), "--inputs", str(tmp_path / "x.npz"), "--rpc-tracker",
                            tracker, "--rpc-key", key, "--number", "1", "--repeat", "2"],
@@ -158,7 +151,8 @@ def test_run_cli_through_the_tracker(device, libraries, x, tmp_path):
 
 
 def test_unknown_key_fails_in_seconds_naming_it(device, libraries):
-    tracker, _ = device
+    host, port, _ = device
+    tracker = f"{host}:{port}"
     with pytest.raises(ConnectionError) as error:
         runtime.upload_and_load(libraries["aarch64"], tracker, "nobody")
     assert tracker in str(error.value) and "'nobody'" in str(error.value)
