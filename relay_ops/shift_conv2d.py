@@ -167,7 +167,7 @@ def compute(x, weight, offsets, bias, residual, attrs):
     # padding live here. CPU schedules stage it per pixel tile (out of the FMA loop); others inline it.
     shifted = te.compute((batch, out_h, out_w, num_channels),
                          lambda n, h, w, c: read(n, c, h * stride - padding, w * stride - padding),
-                         name=NAME + "_input", attrs={"ecnn_op": NAME + "_input"})
+                         name=NAME + "_input", attrs={"ecnn_op": NAME + "_input", "ecnn_shift": attrs["shift"]})
     rc = te.reduce_axis((0, num_channels), name="rc")
 
     def accumulate(n, o, h, w):

@@ -10,7 +10,8 @@ maps: ``micro_tile``). Hot loop, fp32: 16 ``fmla v.4s, v.4s, v.s[i]`` + 2 ``ldp 
 The shift lives in one place, the compute's staging block ``shift_conv2d_input``: per pixel tile it
 holds the shifted, strided, zero-padded NCHW input ``xs[c, pixel]`` in a small local buffer, so the
 index arithmetic and bounds tests of the shift run once per (channel, pixel) of the tile instead of
-inside the FMA loop. Only traced schedule primitives are used, so MetaSchedule can replay and tune
+inside the FMA loop (the bilinear active shift, whose per-channel taps and weights cost more, is
+staged per output row: ``cpu.stage_per_row``). Only traced schedule primitives are used, so MetaSchedule can replay and tune
 this schedule.
 
 int8 (int32 accumulation, bias/relu/requantize epilogue): the same tile, 4 input channels per step
@@ -241,10 +242,14 @@ def schedule_shift_conv2d(sch: Schedule, blocks: dict, target) -> None:
 def schedule_shift_conv2d_fma(sch: Schedule, blocks: dict, target, staged, tiles) -> None:
     """Outer product over the staged input: per channel, ``tiles[0]`` output channels (vectors of
     4) x ``tiles[1]`` pixels read as one contiguous run of the ``[C, pixels]`` stage."""
-    sch.transform_layout(staged, ("write", 0), lambda n, h, w, c: (n, h, c, w))
-    _, wo, rc, wi, oi = cpu.tile_shift_conv2d(sch, blocks, (tiles[0],), (tiles[1],))
-    sch.compute_at(staged, wo)
-    sch.set_scope(staged, 0, "local")
+    if cpu.is_bilinear(sch, blocks):  # per-channel taps and weights: amortize them over a whole row
+        rows, wo, rc, wi, oi = cpu.tile_shift_conv2d(sch, blocks, (tiles[0],), (tiles[1],))
+        cpu.stage_per_row(sch, staged, rows)
+    else:
+        sch.transform_layout(staged, ("write", 0), lambda n, h, w, c: (n, h, c, w))
+        _, wo, rc, wi, oi = cpu.tile_shift_conv2d(sch, blocks, (tiles[0],), (tiles[1],))
+        sch.compute_at(staged, wo)
+        sch.set_scope(staged, 0, "local")
     sch.unroll(wi)
     sch.vectorize(oi)
     sch.decompose_reduction(blocks["shift_conv2d"], rc)

@@ -75,6 +75,34 @@ def test_hand_schedule_is_applied_after_fusion():
     assert "T.parallel" in fused[0].script() and "T.vectorized" in fused[0].script()
 
 
+@pytest.mark.parametrize("kind", ["grouped", "active"])
+def test_bilinear_input_is_staged_per_row_and_integer_shifts_inlined(kind):
+    rng = np.random.default_rng(4)
+    w = relax.const(rng.standard_normal((32, 16, 1, 1)).astype("float32"))
+    off = relax.const(rng.uniform(-1, 1, (16, 2)).astype("float32")) if kind == "active" else None
+    mod = build_module(lambda v: relay_ops.shift_conv2d(v, w, kind, offsets=off), [((1, 16, 8, 12), "float32")])
+    lowered = relax_pipeline(tvm.target.Target("host"))(mod)
+    (fused,) = [f for gv, f in lowered.functions.items() if "shift_conv2d" in gv.name_hint]
+    sch = tvm.s_tir.Schedule(fused)
+    staged = [b for b in _all_blocks(sch) if sch.get(b).name_hint == "shift_conv2d_input"]
+    if kind != "active":
+        assert not staged, "integer shifts are read straight from the input inside the FMA loop"
+        return
+    (block,) = staged
+    assert [int(d) for d in sch.get(block).writes[0].source.shape][2:] == [16, 12], "staged as [C, W'] per output row"
+    extents = [int(sch.get(loop).extent) for loop in sch.get_loops(block)]
+    assert extents[-2:] == [16, 12], f"channels outer, pixels inner (taps loop-invariant per channel): {extents}"
+
+
+def _all_blocks(sch):
+    found, todo = [], [sch.get_sblock("root")]
+    while todo:
+        children = sch.get_child_blocks(todo.pop())
+        found += children
+        todo += children
+    return found
+
+
 def test_ops_compile_for_arm_and_adreno_without_host_fallback():
     rng = np.random.default_rng(2)
     w = relax.const(rng.standard_normal((16, 18, 1, 1)).astype("float32"))
