@@ -337,7 +337,7 @@ def start_device(workdir=None, tracker: str = "127.0.0.1:9190", key: str = DEFAU
     cmd = [str(sysroot / "usr" / "bin" / f"python{DEVICE_PYTHON}"), "-m", "tvm.exec.rpc_server",
            "--host", tracker_host, "--port", str(port), "--port-end", str(port + 50), "--tracker", tracker,
            "--key", key, "--load-library", str(site / "tvm" / "lib" / "libtvm_runtime_extra.so")]
-    log = workdir / "logs" / f"device-{key}-{tracker_port}.log"
+    log = workdir / "logs" / f"device-{key}-{tracker_port}-{port}.log"  # one per server, also under a shared key
     service = _spawn(f"rpc_server[{key}]", cmd, log, port, env=_device_env(sysroot))
     try:
         _wait_for(lambda: _key_free(tracker_host, int(tracker_port), key), timeout, service,
