@@ -35,8 +35,9 @@ OUT_TILES = (4, 2)  # output channels per work-item
 PIXEL_TILES = (4, 2)  # neighbouring output pixels (along W) per work-item
 
 
-def _bind(sch: Schedule, loops: list) -> object:
-    """Fuse ``loops``, bind them to (blockIdx.x, threadIdx.x); returns the thread loop."""
+def bind_threads(sch: Schedule, loops: list) -> object:
+    """Fuse ``loops``, bind them to (blockIdx.x, threadIdx.x); returns the thread loop (also used by
+    ``compiler_pass/texel_schedule.py``)."""
     fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
     threads = divisor(extents(sch, [fused])[0], THREADS)
     bx, tx = sch.split(fused, [None, threads])
@@ -95,7 +96,7 @@ def schedule_shift_conv2d(sch: Schedule, blocks: dict, target) -> None:
     oo, oi = sch.split(o, [None, divisor(out_channels, OUT_TILES)])  # NCHW4c: 4, one texel per pixel
     wo, wi = sch.split(w, [None, pixels])
     sch.reorder(n, oo, h, wo, rc, oi, wi)
-    thread = _bind(sch, [n, oo, h, wo])
+    thread = bind_threads(sch, [n, oo, h, wo])
     sch.reverse_compute_at(store, thread)
     sch.decompose_reduction(acc, rc)
     if sch.get(acc).writes[0].source.ty.dtype == "float16":
@@ -120,7 +121,7 @@ def schedule_shift(sch: Schedule, blocks: dict, target, op: str) -> None:
     """Standalone shifts are copies: one output element per work-item; NCHW4c: one texel per work-item."""
     block = blocks[op]
     loops = sch.get_loops(block)
-    thread = _bind(sch, loops[:4])
+    thread = bind_threads(sch, loops[:4])
     if len(loops) == 5:
         _write_texels(sch, block, thread)
 

@@ -8,10 +8,13 @@ import importlib.metadata
 import numpy as np
 import pytest
 import tvm
+import tvm_ffi
 from tvm import relax
+from tvm.script import tirx as T
 
 pytest.importorskip("pyopencl", reason="pyopencl is missing: pip install the project's opencl extra")
-from tvm_ecnn.device import pocl  # noqa: E402
+from tvm_ecnn.compiler_pass.unique_param_names import unique_param_names
+from tvm_ecnn.device import pocl
 
 HOST = {"kind": "llvm", "mtriple": "aarch64-linux-android"}
 BUFFER = tvm.target.Target({"kind": "opencl", "device": "adreno"}, host=HOST)
@@ -22,14 +25,14 @@ ATOL = 1e-4
 pytestmark = pytest.mark.usefixtures("pocl_platform")
 
 
-def small_cnn(channels: int = 3) -> tvm.IRModule:
+def small_cnn(channels: int = 3, dtype: str = "float32") -> tvm.IRModule:
     """conv3x3(+bias) -> relu -> maxpool2x2 -> conv1x1 -> relu -> global mean, on 1 x channels x 16 x 16."""
     rng = np.random.default_rng(0)
-    w1 = rng.standard_normal((8, channels, 3, 3), dtype="float32")
-    b1 = rng.standard_normal((1, 8, 1, 1), dtype="float32")
-    w2 = rng.standard_normal((16, 8, 1, 1), dtype="float32")
+    w1 = rng.standard_normal((8, channels, 3, 3), dtype="float32").astype(dtype)
+    b1 = rng.standard_normal((1, 8, 1, 1), dtype="float32").astype(dtype)
+    w2 = rng.standard_normal((16, 8, 1, 1), dtype="float32").astype(dtype)
     bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, channels, 16, 16), "float32"))
+    x = relax.Var("x", relax.TensorType((1, channels, 16, 16), dtype))
     with bb.function("main", [x]):
         with bb.dataflow():
             y = bb.emit(relax.op.add(relax.op.nn.conv2d(x, relax.const(w1), padding=1), relax.const(b1)))
@@ -38,6 +41,15 @@ def small_cnn(channels: int = 3) -> tvm.IRModule:
             y = bb.emit_output(relax.op.mean(y, axis=[2, 3]))
         bb.emit_func_output(y)
     return bb.get()
+
+
+@T.prim_func(s_tir=True)
+def _copy_kernel(a: T.Buffer((4,), "float32"), b: T.Buffer((4,), "float32")):
+    T.func_attr({"global_symbol": "copy", "tirx.noalias": True})
+    for i in range(4):
+        with T.sblock("b"):
+            v = T.axis.spatial(4, i)
+            b[v] = a[v]
 
 
 def host_reference(mod: tvm.IRModule, x: np.ndarray) -> np.ndarray:
@@ -93,6 +105,34 @@ def test_run_kernel_on_pocl_standalone(buffer_run):
     out = pocl.run_kernel_on_pocl(mean, {src.buffer: data})
     np.testing.assert_allclose(out[dst.buffer], data.mean(axis=(2, 3)), atol=1e-5)
     np.testing.assert_array_equal(out[src.buffer], data)
+
+
+def test_fp16_kernels_run_with_half_emulated_in_float():
+    """PoCL has no cl_khr_fp16 (notes F8): ``half_as_float`` builds the half kernels with float arithmetic on
+    float16-valued data and rounds every stored value to float16, so fp16 numerics are checked anyway."""
+    x = np.random.default_rng(1).standard_normal((1, 3, 16, 16), dtype="float32")
+    run = pocl.run_relax_on_pocl(small_cnn(dtype="float16"), BUFFER, {"x": x.astype("float16")}, half_as_float=True)
+    assert "__global half*" in run.lowering.source and "half" not in pocl.emulate_half(run.lowering.source)
+    assert run.outputs.dtype == np.float16
+    assert all(c.rel_err <= 1e-2 for c in run.checks), run.checks
+    expected = host_reference(small_cnn(), x)
+    assert np.abs(run.outputs.astype("float32") - expected).max() <= 1e-2 * np.abs(expected).max()
+
+
+def test_duplicate_parameter_names_are_made_unique():
+    """FuseTIR can name two parameters alike (a residual add reading ``lv44`` twice); kernels are matched to
+    buffers by name, so the lowering renames them (``lv44``, ``lv44_1``) without changing anything else."""
+    func = _copy_kernel
+    first, second = func.params
+    twin = tvm.ir.Var(first.name, second.ty)  # b, named "a"
+    clash = tvm_ffi.structural_map(func, ((tvm.ir.Var, lambda v: twin if v.same_as(second) else v),))
+    assert [p.name for p in clash.params] == ["a", "a"]
+    renamed = unique_param_names(clash)
+    assert [p.name for p in renamed.params] == ["a", "a_1"]
+    data = np.arange(4, dtype="float32")
+    out = tvm.runtime.tensor(np.zeros(4, "float32"))
+    tvm.compile(renamed, target=tvm.target.Target({"kind": "llvm"}))(tvm.runtime.tensor(data), out)
+    np.testing.assert_array_equal(out.numpy(), data)
 
 
 def test_bad_source_raises_with_build_log():

@@ -14,6 +14,7 @@
   ``StageTextureWrites``: lanes computed one by one into a register texel, then one vectorized store.
   ``CheckTextureStores`` finally rejects any store still narrower than a texel, instead of shipping a kernel that
   silently broadcasts one lane.
+* ``UniqueParamNames`` first: fused functions can have two parameters of one name (see there).
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from tvm.s_tir import Schedule
 from tvm.s_tir.backend.adreno import pipeline as adreno_pipeline
 from tvm.s_tir.backend.adreno import transform as adreno_transform
 from tvm.tirx import compilation_pipeline
+
+from .unique_param_names import UniqueParamNames
 
 NAME = "ecnn-adreno-texture"
 _STORE = tvm.ir.Op.get("tirx.texture2d_store")
@@ -104,7 +107,7 @@ def CheckTextureStores(func: tirx.PrimFunc, _mod, _ctx) -> tirx.PrimFunc:
 def _pipeline():
     _, finalize_host, finalize_device = compilation_pipeline.get_tir_pipeline("s_tir")
     # TextureFlatten runs first, then the retype; TVM's pass list flattens again (a no-op) and lowers the rest.
-    passes = [StageTextureWrites, adreno_transform.TextureFlatten(), TypeTextureStores,
+    passes = [UniqueParamNames, StageTextureWrites, adreno_transform.TextureFlatten(), TypeTextureStores,
               adreno_pipeline.default_tir_pipeline(), CheckTextureStores]
     return tvm.transform.Sequential(passes, name="EcnnAdrenoTexture"), finalize_host, finalize_device
 

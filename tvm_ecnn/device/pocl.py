@@ -19,9 +19,10 @@ API (shared notes ``emulated-device.md`` B3 for the recipe):
 * ``run_kernel_on_pocl(kernel, buffers: {buffer name: ndarray}) -> {buffer name: ndarray}``: missing buffers are
   zero-filled; every buffer is read back (logical shapes).
 * ``run_relax_on_pocl(mod, target, inputs) -> PoclRun`` interprets the lowered Relax ``main`` (VM-level: allocs,
-  PrimFunc calls, reshapes) and executes every PrimFunc call's kernels on PoCL in call order, feeding PoCL results
-  forward. Each call is also run through the *same* fused PrimFunc before GPU scheduling (the Adreno legalize
-  passes without dlight), compiled for host LLVM, on the same inputs: ``PoclRun.checks`` holds the per-call error.
+  PrimFunc calls, reshapes, copies between buffers and images) and executes every PrimFunc call's kernels on PoCL
+  in call order, feeding PoCL results forward. Each call is also run through the *same* fused PrimFunc before GPU
+  scheduling (the Adreno legalize passes without dlight), compiled for host LLVM, on the same inputs:
+  ``PoclRun.checks`` holds the per-call error (``KernelCheck.rel_err`` relative to the buffers' magnitude).
   ``check_relax_on_pocl(...) -> float`` is its ``max_abs_err``.
 
 Texture path (``global.texture*`` scopes, ``image2d_array_t`` args): images follow TVM's flattening
@@ -30,7 +31,10 @@ separator-1 = layers, the one before the separator = rows, the rest = columns). 
 pipeline emits texture OpenCL that does not compile (notes F6) and, with the Adreno TIR pipeline forced, writes
 one RGBA lane per pixel (F7); pass ``tir_pipeline=tvm_ecnn.pipeline.tir_pipeline(target)`` (our fixed pipeline,
 ``compiler_pass/adreno_tir.py``) to run what ``tvm_ecnn`` ships. fp16 kernels need ``cl_khr_fp16``, absent from
-Debian's PoCL 3.1 (F8).
+Debian's PoCL 3.1 (F8): ``half_as_float=True`` (``run_kernel_on_pocl``, ``run_relax_on_pocl``) runs them anyway,
+with ``half`` storage kept exact (buffers and images hold float16 values, every stored value is rounded to float16
+on readback) and ``half`` arithmetic inside a kernel done in float (``emulate_half``), which rounds once per
+stored value instead of once per operation.
 
 Requires the system PoCL ICD (``.ci/setup-system.sh``) and ``pyopencl`` (optional extra).
 """
@@ -40,15 +44,19 @@ from __future__ import annotations
 import copy
 import functools
 import importlib
+import re
 import warnings
 from dataclasses import dataclass, field
 from math import prod
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import tvm
 import tvm_ffi
 from tvm import relax, tirx
+
+from ..compiler_pass.unique_param_names import unique_param_names
 
 
 class PoclBuildError(RuntimeError):
@@ -163,11 +171,16 @@ def lower_for_adreno(mod: tvm.IRModule, target, tir_pipeline="default") -> Adren
 
     Works on a deep copy: the texture Relax pipeline mutates its input in place (invisibly in ``script()``), and
     a second pipeline run on the same module then fails ("DataflowBlock Pass should not rewrite ... global-scope
-    Var").
+    Var"). PrimFunc parameters FuseTIR named alike are renamed apart (``compiler_pass/unique_param_names.py``:
+    kernels are matched to buffers by name); the plugin's texture TIR pipeline does the same, so its source is
+    still what ships.
     """
     target = target if isinstance(target, tvm.target.Target) else tvm.target.Target(target)
     with target:
         relax_mod = relax.get_default_pipeline(target)(copy.deepcopy(mod))
+    for gv, func in list(relax_mod.functions.items()):
+        if isinstance(func, tirx.PrimFunc):
+            relax_mod[gv] = unique_param_names(func)
     tir_mod = _prim_funcs(relax_mod)
     host = target.host or tvm.target.Target({"kind": "llvm"})
     # tirx.build: bind the target (with host), run its TIR pipeline, split host/device, finalise the device side.
@@ -298,19 +311,37 @@ def _image(queue, array: np.ndarray, scope: str):
     return image
 
 
-def run_kernel_on_pocl(kernel: KernelInfo, buffers: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Launch one kernel on PoCL; returns every buffer argument after the launch (by buffer name)."""
+_FP16_PRAGMA = re.compile(r"#ifdef cl_khr_fp16\n.*?#endif\n", re.DOTALL)
+_HALF = re.compile(r"(?<![A-Za-z0-9])half(\d*)\b")
+
+
+def emulate_half(source: str) -> str:
+    """``source`` with every ``half`` type, conversion and image access in float (for a device without
+    ``cl_khr_fp16``); pair it with float32 copies of the float16 data (``run_kernel_on_pocl(half_as_float=True)``)."""
+    source = _FP16_PRAGMA.sub("", source)
+    source = source.replace("read_imageh", "read_imagef").replace("write_imageh", "write_imagef")
+    return _HALF.sub(r"float\1", source)
+
+
+def run_kernel_on_pocl(kernel: KernelInfo, buffers: dict[str, np.ndarray],
+                       half_as_float: bool = False) -> dict[str, np.ndarray]:
+    """Launch one kernel on PoCL; returns every buffer argument after the launch (by buffer name).
+
+    ``half_as_float``: run a float16 kernel through ``emulate_half`` on float32 copies of its float16 buffers,
+    and round them back to float16 after the launch (storage stays exact float16)."""
     import pyopencl as cl
 
     queue = pocl_queue()
-    program = build_on_pocl(kernel.source)
+    program = build_on_pocl(emulate_half(kernel.source) if half_as_float else kernel.source)
     args, readback = [], []
     for p in kernel.params:
+        dtype = "float32" if half_as_float and p.dtype == "float16" else p.dtype
         if not p.scope:
-            args.append(np.dtype(p.dtype).type(buffers[p.buffer]))
+            args.append(np.dtype(dtype).type(buffers[p.buffer]))
             continue
         host = buffers.get(p.buffer)
         host = np.zeros(p.shape, p.dtype) if host is None else np.ascontiguousarray(host, dtype=p.dtype)
+        host = host.astype(dtype)
         if host.size != prod(p.shape):
             raise ValueError(f"{kernel.name}: buffer {p.buffer} has {host.size} elements, kernel expects {p.shape}")
         host = host.reshape(p.shape).copy()
@@ -329,7 +360,7 @@ def run_kernel_on_pocl(kernel: KernelInfo, buffers: dict[str, np.ndarray]) -> di
             cl.enqueue_copy(queue, host, dev, origin=(0, 0, 0), region=(width, height, depth))
         elif host.nbytes:
             cl.enqueue_copy(queue, host, dev)
-        out[p.buffer] = host
+        out[p.buffer] = host.astype(p.dtype)
     queue.finish()
     return out
 
@@ -343,6 +374,12 @@ class KernelCheck:
     func: str  # the PrimFunc (fused op) called by main
     kernels: list[str]  # OpenCL kernels it launched, in order
     max_abs_err: float  # PoCL vs the unscheduled PrimFunc on host LLVM, same inputs, over all its buffers
+    max_abs_ref: float = 0.0  # the largest magnitude in those buffers (oracle side): the scale of max_abs_err
+
+    @property
+    def rel_err(self) -> float:
+        """``max_abs_err`` relative to the buffers' magnitude (fp16 tolerances are relative)."""
+        return self.max_abs_err / max(self.max_abs_ref, 1e-30)
 
 
 @dataclass
@@ -377,12 +414,12 @@ def _const(value) -> np.ndarray:
 class _MainInterpreter:
     """Executes the VM-level ``main`` binding by binding; PrimFunc calls go to PoCL and to the host oracle."""
 
-    _IGNORED = {"relax.vm.alloc_storage", "relax.vm.kill_object", "relax.null_value"}
-    _IGNORED_PACKED = {"vm.builtin.check_tensor_info", "vm.builtin.match_shape", "vm.builtin.check_shape_info",
-                       "vm.builtin.check_tuple_info"}
+    _IGNORED: ClassVar = {"relax.vm.alloc_storage", "relax.vm.kill_object", "relax.null_value"}
+    _IGNORED_PACKED: ClassVar = {"vm.builtin.check_tensor_info", "vm.builtin.match_shape",
+                                 "vm.builtin.check_shape_info", "vm.builtin.check_tuple_info"}
 
-    def __init__(self, lowering: AdrenoLowering, oracle):
-        self.lowering, self.oracle = lowering, oracle
+    def __init__(self, lowering: AdrenoLowering, oracle, half_as_float: bool = False):
+        self.lowering, self.oracle, self.half_as_float = lowering, oracle, half_as_float
         self.kernels = {k.name: k for k in lowering.kernels}
         self.env: dict = {}
         self.checks: list[KernelCheck] = []
@@ -433,6 +470,8 @@ class _MainInterpreter:
             return None
         if symbol == "vm.builtin.reshape":
             return self.value(args[0]).reshape(self.value(args[1]))
+        if symbol == "vm.builtin.to_device":  # R.to_vdevice: a copy into another memory scope (buffer <-> image)
+            return np.array(self.value(args[0]))
         raise NotImplementedError(f"main: unsupported packed function {symbol}")
 
     def prim_func(self, name: str, args: list[np.ndarray]):
@@ -444,21 +483,25 @@ class _MainInterpreter:
                                       "(a PrimFunc without thread bindings?)")
         pocl = dict(buffers)
         for kernel in ran:
-            pocl.update(run_kernel_on_pocl(self.kernels[kernel], pocl))
+            pocl.update(run_kernel_on_pocl(self.kernels[kernel], pocl, self.half_as_float))
         expected = [tvm.runtime.tensor(np.ascontiguousarray(a)) for a in args]
         self.oracle[name](*expected)
-        err = max((float(np.max(np.abs(pocl[p.name].reshape(e.shape) - e.numpy()), initial=0.0))
-                   for p, e in zip(params, expected, strict=True)), default=0.0)
-        self.checks.append(KernelCheck(name, ran, err))
+        pairs = [(pocl[p.name].reshape(e.shape).astype("float64"), e.numpy().astype("float64"))
+                 for p, e in zip(params, expected, strict=True)]
+        err = max((float(np.max(np.abs(got - want), initial=0.0)) for got, want in pairs), default=0.0)
+        scale = max((float(np.max(np.abs(want), initial=0.0)) for _, want in pairs), default=0.0)
+        self.checks.append(KernelCheck(name, ran, err, scale))
         for a, p in zip(args, params, strict=True):  # write results in place: later bindings alias these arrays
             a[...] = pocl[p.name].reshape(a.shape)
 
 
-def run_relax_on_pocl(mod: tvm.IRModule, target, inputs: dict[str, np.ndarray], tir_pipeline="default") -> PoclRun:
-    """Run ``mod["main"]`` with every kernel on PoCL, checking each PrimFunc call against the host oracle."""
+def run_relax_on_pocl(mod: tvm.IRModule, target, inputs: dict[str, np.ndarray], tir_pipeline="default",
+                      half_as_float: bool = False) -> PoclRun:
+    """Run ``mod["main"]`` with every kernel on PoCL, checking each PrimFunc call against the host oracle
+    (``half_as_float``: see ``run_kernel_on_pocl``)."""
     target = target if isinstance(target, tvm.target.Target) else tvm.target.Target(target)
     lowering = lower_for_adreno(mod, target, tir_pipeline)
-    interpreter = _MainInterpreter(lowering, _oracle(mod, target))
+    interpreter = _MainInterpreter(lowering, _oracle(mod, target), half_as_float)
     outputs = interpreter.run(lowering.relax_mod["main"], inputs)
     return PoclRun(lowering, outputs, interpreter.checks)
 
