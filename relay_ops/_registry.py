@@ -15,6 +15,9 @@ from tvm import relax
 from tvm.relax.script import parser as _relax_parser
 
 PREFIX = "relax.ecnn."
+# ``ToMixedPrecision``'s kFollow: an ecnn op runs in fp16 when its inputs are fp16 (``--dtype fp16``);
+# its schedules choose the accumulator (Adreno widens it to fp32).
+MIXED_PRECISION_FOLLOW = 1
 _parser_namespace = types.SimpleNamespace()
 
 
@@ -42,7 +45,8 @@ def register_op(
         for arg_name, arg_doc in arguments:
             op.add_argument(arg_name, "Tensor", arg_doc)
     op = tvm.ir.Op.get(full)
-    for attr, value in (("FInferType", infer_type), ("FPurity", True), ("FLegalize", legalize)):
+    for attr, value in (("FInferType", infer_type), ("FPurity", True), ("FLegalize", legalize),
+                        ("TMixedPrecisionPolicy", MIXED_PRECISION_FOLLOW)):
         if op.has_attr(attr):
             op.reset_attr(attr)
         op.set_attr(attr, value)

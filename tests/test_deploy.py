@@ -6,8 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from tvm_ecnn.deploy import _constants, import_model
 from tvm_ecnn.device.pocl import build_on_pocl, opencl_source_from_library
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,12 +74,25 @@ def test_shiftresnet20_tuned_over_rpc_exported_and_run_on_the_emulated_device(tm
         np.testing.assert_allclose(out, model(x).numpy(), rtol=1e-5, atol=1e-5)
 
 
-def test_compile_then_run_script_matches_pytorch(tmp_path):
-    done = compile_cli("--target", "host", "-o", "net.so", cwd=tmp_path)
+@pytest.mark.parametrize(("dtype", "tolerance"), [("fp32", 1e-4), ("fp16", 1e-2)])
+def test_compile_then_run_script_matches_pytorch(tmp_path, dtype, tolerance):
+    """fp16: weights and activations stored in half, fp32 in and out (``deploy.float16_storage``)."""
+    done = compile_cli("--target", "host", "--dtype", dtype, "-o", "net.so", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    assert f"({dtype})" in done.stdout
     ran = subprocess.run([sys.executable, str(ROOT / "scripts" / "run.py"), "net.so", "--model", "shiftresnet20",
                           "--repeat", "2", "--number", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0, ran.stderr
     assert "median" in ran.stdout
     error = float(ran.stdout.split("max abs error vs PyTorch:")[1].split()[0])
-    assert error < 1e-4, ran.stdout
+    largest = float(ran.stdout.split("(largest |output|")[1].split(")")[0])
+    assert error < tolerance * max(1.0, largest), ran.stdout
+
+
+def test_fp16_halves_the_weights():
+    fp32 = import_model("shiftresnet20", (1, 3, 16, 16), "fp32")[0]
+    fp16 = import_model("shiftresnet20", (1, 3, 16, 16), "fp16")[0]
+    weights = {dtype: sum(int(np.prod(c.value.shape)) for c in _constants(m) if str(c.value.dtype) == dtype)
+               for dtype, m in (("float32", fp32), ("float16", fp16))}
+    assert weights["float16"] == weights["float32"] > 0
+    assert [str(p.ty.dtype) for p in fp16["main"].params] == ["float32"]

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import tvm
 from tqdm.auto import tqdm
+from tvm import relax
 
 import targets as _targets
 
@@ -91,10 +92,21 @@ def import_model(model, input_shape=None, dtype="fp32", seed=0):
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}")
     torch_model, shape, name = load_model(model, input_shape, seed)
-    if not isinstance(torch_model, torch.export.ExportedProgram):
-        torch_model = torch_model.to(DTYPES[dtype])
-    mod, report = from_torch(torch_model, (torch.randn(shape, dtype=DTYPES[dtype]),), with_report=True)
+    mod, report = from_torch(torch_model, (torch.randn(shape),), with_report=True)
+    if dtype == "fp16":
+        mod = float16_storage(mod)
     return mod, report, torch_model, shape, name
+
+
+def float16_storage(mod: tvm.IRModule) -> tvm.IRModule:
+    """Weights and activations in fp16, convolutions accumulating in fp32; inputs and outputs stay fp32.
+
+    TVM's ``ToMixedPrecision`` on the fp32 import rather than importing a ``.half()`` model: TVM 0.27's
+    torch importer hard-codes fp32 conv/linear outputs, so every fp16 conv followed by bias or batch norm
+    fails to import. The ecnn ops follow their inputs (``relay_ops._registry``); weights are folded to fp16.
+    """
+    return tvm.transform.Sequential([relax.transform.ToMixedPrecision(out_dtype="float32"),
+                                     relax.transform.FoldConstant()])(mod)
 
 
 def _kernels(lowered: tvm.IRModule, target) -> dict[str, int]:
@@ -111,7 +123,7 @@ def compile_model(model="shiftresnet20", input_shape=None, target="adreno", *, d
                   output=None, seed=0, progress=True) -> CompileResult:
     """Compile ``model`` for ``target`` (any name of ``targets.names()``) and export a ``.so``."""
     tvm_target = _targets.get_target(target)
-    stages = tqdm(total=4, desc="compile", disable=not progress, bar_format="{desc} {bar:10} {n}/{total} [{postfix}]")
+    stages = tqdm(total=4, desc="compile", disable=not progress, bar_format="{desc} {bar:10} {n}/{total}{postfix}")
     seconds = {}
 
     def stage(name):

@@ -15,10 +15,13 @@ import relay_ops  # noqa: F401  (registers the relax.ecnn ops)
 import targets as _targets
 
 from .compiler_pass import adreno_tir
+from .compiler_pass.adreno_conv2d_legalize import LegalizeNCHW4cConv2d
 from .compiler_pass.apply_ecnn_schedules import ApplyEcnnSchedules
 from .compiler_pass.ecnn_texture_layout import EcnnTextureLayout, EcnnTextureScopes
 from .compiler_pass.raster_order_shift_groups import RasterOrderShiftGroups
 from .compiler_pass.sparse_shift_inplace import SparseShiftInplace
+from .compiler_pass.texel_schedule import ScheduleTexelWrites
+from .compiler_pass.unshare_constants import UnshareConstants
 
 
 def _backend(target: tvm.target.Target):
@@ -44,15 +47,23 @@ def _after_fusion(target: tvm.target.Target, tuning_db) -> list:
 
 
 def _with_texture_passes(legalize: list) -> list:
-    """Texture targets: right after ConvertLayout, keep ecnn ops in NCHW4c rather than wrapped in layout
-    transforms (our stand-in for FRelaxInferLayout); right before AnnotateCustomMemoryScope, let them use
-    textures. Only texture pass lists contain these two passes."""
+    """Texture targets (only their pass lists contain ConvertLayout), around TVM's Adreno passes:
+
+    * after ConvertLayout: keep ecnn ops in NCHW4c rather than wrapped in layout transforms (our stand-in for
+      FRelaxInferLayout);
+    * before AnnotateCustomMemoryScope: let ecnn ops use textures, and give the pipeline its own constants (that
+      pass types them in place, which would change the caller's module);
+    * after it: legalize the packed conv2d ourselves (TVM's drops fp16 and divides by zero on depthwise);
+    * between dlight's Adreno and generic GPU rules: whole-texel schedules for the image writers they leave.
+    """
     names = [p.info.name for p in legalize]
     if "ConvertLayout" not in names:
         return legalize
     layout, scopes = names.index("ConvertLayout") + 1, names.index("AnnotateCustomMemoryScope")
-    return (legalize[:layout] + [EcnnTextureLayout()] + legalize[layout:scopes] + [EcnnTextureScopes()]
-            + legalize[scopes:])
+    dlight = names.index("ApplyDefaultSchedule") + 1  # the first one holds the dl.adreno rules
+    return (legalize[:layout] + [EcnnTextureLayout()] + legalize[layout:scopes]
+            + [EcnnTextureScopes(), UnshareConstants()] + legalize[scopes:scopes + 1] + [LegalizeNCHW4cConv2d()]
+            + legalize[scopes + 1:dlight] + [ScheduleTexelWrites()] + legalize[dlight:])
 
 
 def _fusion_end(legalize: list) -> int:

@@ -31,6 +31,7 @@ class ApplyEcnnSchedules:
         self.target = target
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        mod = mod.clone()  # `mod[gvar] =` would otherwise rewrite the caller's module
         for gvar, func in list(mod.functions.items()):
             if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled", False):
                 continue

@@ -113,6 +113,7 @@ class EcnnTextureLayout:
     """Run right after ``ConvertLayout`` (before legalization) in the Adreno texture pipeline."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        mod = mod.clone()  # `mod[gvar] =` would otherwise rewrite the caller's module
         for gvar, func in list(mod.functions.items()):
             if isinstance(func, relax.Function):
                 mod[gvar] = _Rewriter(mod).visit_expr(func)
@@ -145,6 +146,7 @@ class EcnnTextureScopes:
     """
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        mod = mod.clone()  # `mod[gvar] =` would otherwise rewrite the caller's module
         for gvar, func in list(mod.functions.items()):
             if isinstance(func, tirx.PrimFunc) and _is_packed_ecnn(func):
                 mod[gvar] = func.with_attr("op_attrs", _TEXTURE_OPERANDS)

@@ -93,6 +93,7 @@ class _Rewriter(PyExprMutator):
 @tvm.transform.module_pass(opt_level=0, name="RasterOrderShiftGroups")
 class RasterOrderShiftGroups:
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        mod = mod.clone()  # `mod[gvar] =` would otherwise rewrite the caller's module
         for gvar, func in list(mod.functions.items()):
             if isinstance(func, relax.Function):
                 plan = _plan(func)

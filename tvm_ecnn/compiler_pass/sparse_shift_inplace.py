@@ -40,6 +40,7 @@ class _Rewriter(PyExprMutator):
 @tvm.transform.module_pass(opt_level=0, name="SparseShiftInplace")
 class SparseShiftInplace:
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        mod = mod.clone()  # `mod[gvar] =` would otherwise rewrite the caller's module
         for gvar, func in list(mod.functions.items()):
             if isinstance(func, relax.Function):
                 mod[gvar] = _Rewriter(mod, Dataflow(func)).visit_expr(func)

@@ -67,6 +67,7 @@ class ScheduleTexelWrites:
     """Texture pipeline, after ``dl.adreno`` and before ``dl.gpu``: texel schedules for unscheduled image writers."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        mod = mod.clone()  # `mod[gvar] =` would otherwise rewrite the caller's module
         for gvar, func in list(mod.functions.items()):
             if not isinstance(func, tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled", False):
                 continue
