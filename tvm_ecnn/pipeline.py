@@ -16,6 +16,7 @@ import targets as _targets
 
 from .compiler_pass import adreno_tir
 from .compiler_pass.adreno_conv2d_legalize import LegalizeNCHW4cConv2d
+from .compiler_pass.apply_default_cpu_schedules import ApplyDefaultCpuSchedules
 from .compiler_pass.apply_ecnn_schedules import ApplyEcnnSchedules
 from .compiler_pass.ecnn_texture_layout import EcnnTextureLayout, EcnnTextureScopes
 from .compiler_pass.raster_order_shift_groups import RasterOrderShiftGroups
@@ -40,7 +41,7 @@ def _before_legalize(target: tvm.target.Target) -> list:
 def _after_fusion(target: tvm.target.Target, tuning_db) -> list:
     # Tuned records first: they are keyed by the fused, not yet scheduled functions (`tuning_passes`),
     # and mark what they schedule `tirx.is_scheduled`, which ApplyEcnnSchedules then leaves alone.
-    passes = [ApplyEcnnSchedules(target)]
+    passes = [ApplyEcnnSchedules(target)] + ([ApplyDefaultCpuSchedules(target)] if target.kind.name == "llvm" else [])
     if tuning_db is not None:
         passes.insert(0, relax.transform.MetaScheduleApplyDatabase(work_dir=str(tuning_db)))
     return passes

@@ -1,0 +1,183 @@
+"""Default CPU schedules of the non-ecnn kernels (ApplyDefaultCpuSchedules, schedules/generic_cpu.py):
+numerics of scheduled conv2d variants and pools against PyTorch, that the kernels really are
+parallel/vectorized, and that tuned records, hand schedules and failures are respected."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import tvm
+from relax_helpers import build_module
+from tvm import relax
+
+import targets
+from schedules import generic_cpu
+from tvm_ecnn.compiler_pass import apply_default_cpu_schedules
+from tvm_ecnn.compiler_pass.apply_default_cpu_schedules import ApplyDefaultCpuSchedules
+from tvm_ecnn.pipeline import build, relax_pipeline
+
+RNG = np.random.default_rng(0)
+
+
+def _rand(*shape):
+    return RNG.standard_normal(shape).astype("float32")
+
+
+def _run(mod, *arrays, target="host"):
+    vm = relax.VirtualMachine(build(mod, target), tvm.cpu())
+    return vm["main"](*[tvm.runtime.tensor(a) for a in arrays]).numpy()
+
+
+def _kernels(mod, target="host") -> dict:
+    lowered = relax_pipeline(target)(mod)
+    return {gv.name_hint: f for gv, f in lowered.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+
+
+def _conv_module(x_shape, w, b, stride, padding, groups, residual=False):
+    nn = relax.op.nn
+
+    def body(x, *rest):
+        y = nn.conv2d(x, relax.const(w), strides=stride, padding=padding, groups=groups)
+        y = relax.op.add(y, relax.const(b.reshape(1, -1, 1, 1)))
+        if residual:
+            y = relax.op.add(y, rest[0])
+        return nn.relu(y)
+
+    out = (x_shape[2] + 2 * padding - w.shape[2]) // stride + 1
+    inputs = [(x_shape, "float32")] + ([((1, w.shape[0], out, out), "float32")] if residual else [])
+    return build_module(body, inputs)
+
+
+def _conv_ref(x, w, b, stride, padding, groups, residual=None):
+    y = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), stride, padding, groups=groups)
+    if residual is not None:
+        y = y + torch.from_numpy(residual)
+    return torch.relu(y).numpy()
+
+
+# (in channels, out channels, size, kernel, stride, padding, groups): every conv2d schedule path
+CONVS = {
+    "3x3 s1 padded, pixel vectors": (16, 32, 16, 3, 1, 1, 1),
+    "3x3 s2 padded, channel vectors": (8, 32, 15, 3, 2, 1, 1),
+    "3x3 s1 odd width and channels": (6, 20, 13, 3, 1, 1, 1),
+    "7x7 s2 stem, 3 input channels": (3, 16, 23, 7, 2, 3, 1),
+    "depthwise 3x3 s1": (24, 24, 14, 3, 1, 1, 24),
+    "depthwise 3x3 s2": (24, 24, 15, 3, 2, 1, 24),
+    "grouped 3x3, 4 groups": (16, 32, 12, 3, 1, 1, 4),
+    "1x1 on a 1x1 map (serial)": (8, 32, 1, 1, 1, 0, 1),
+}
+
+
+@pytest.mark.parametrize("case", list(CONVS))
+def test_scheduled_conv2d_matches_torch(case):
+    c, o, size, k, stride, padding, groups = CONVS[case]
+    x, w, b = _rand(1, c, size, size), _rand(o, c // groups, k, k), _rand(o)
+    mod = _conv_module(x.shape, w, b, stride, padding, groups)
+    np.testing.assert_allclose(_run(mod, x), _conv_ref(x, w, b, stride, padding, groups), rtol=1e-4, atol=1e-4)
+
+
+def test_1x1_conv_with_bias_relu_residual_is_one_scheduled_kernel():
+    x, w, b = _rand(1, 32, 16, 16), _rand(64, 32, 1, 1), _rand(64)
+    res = _rand(1, 64, 16, 16)
+    mod = _conv_module(x.shape, w, b, 1, 0, 1, residual=True)
+    np.testing.assert_allclose(_run(mod, x, res), _conv_ref(x, w, b, 1, 0, 1, res), rtol=1e-4, atol=1e-4)
+    fused = [f for name, f in _kernels(mod).items() if "conv2d" in name]
+    assert len(fused) == 1 and fused[0].attrs["tirx.is_scheduled"]
+    script = fused[0].script()
+    assert "T.parallel" in script and "T.vectorized" in script
+
+
+@pytest.mark.parametrize("case", ["3x3 s2 padded, channel vectors", "3x3 s1 padded, pixel vectors"])
+def test_conv2d_kernels_are_parallel_and_vectorized(case):
+    c, o, size, k, stride, padding, groups = CONVS[case]
+    mod = _conv_module((1, c, size, size), _rand(o, c, k, k), _rand(o), stride, padding, groups)
+    for name, func in _kernels(mod).items():
+        assert func.attrs["tirx.is_scheduled"], name
+    (conv,) = [f.script() for name, f in _kernels(mod).items() if "conv2d" in name]
+    assert "T.parallel" in conv and "T.vectorized" in conv
+
+
+def test_depthwise_is_parallel_per_channel():
+    mod = _conv_module((1, 32, 28, 28), _rand(32, 1, 3, 3), _rand(32), 1, 1, 32)
+    (conv,) = [f.script() for name, f in _kernels(mod).items() if "conv2d" in name]
+    assert "T.parallel(T.int64(32))" in conv  # one task per channel: pad, conv and epilogue in L1
+
+
+POOLS = {
+    "max 3x3 s2": (lambda v: relax.op.nn.max_pool2d(v, 3, 2, ceil_mode=True),
+                   lambda t: F.max_pool2d(t, 3, 2, ceil_mode=True)),
+    "max 2x2 padded": (lambda v: relax.op.nn.max_pool2d(v, 2, 2, padding=1), lambda t: F.max_pool2d(t, 2, 2, 1)),
+    "avg 2x2": (lambda v: relax.op.nn.avg_pool2d(v, 2, 2), lambda t: F.avg_pool2d(t, 2, 2)),
+    "global avg": (lambda v: relax.op.nn.adaptive_avg_pool2d(v, 1), lambda t: F.adaptive_avg_pool2d(t, 1)),
+    "mean + relu": (lambda v: relax.op.nn.relu(relax.op.mean(v, axis=[2, 3], keepdims=True)),
+                    lambda t: torch.relu(t.mean((2, 3), keepdim=True))),
+}
+
+
+@pytest.mark.parametrize("case", list(POOLS))
+def test_scheduled_pools_match_torch(case):
+    make, ref = POOLS[case]
+    x = _rand(1, 64, 65, 67)
+    mod = build_module(make, [(x.shape, "float32")])
+    np.testing.assert_allclose(_run(mod, x), ref(torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-5)
+    assert all(f.attrs["tirx.is_scheduled"] for f in _kernels(mod).values())
+
+
+def test_large_elementwise_and_pool_kernels_are_parallel_and_vectorized():
+    def body(v):
+        return relax.op.nn.max_pool2d(relax.op.nn.relu(relax.op.add(v, v)), 3, 2)
+
+    mod = build_module(body, [((1, 64, 128, 128), "float32")])
+    scripts = {name: f.script() for name, f in _kernels(mod).items()}
+    elementwise = [s for name, s in scripts.items() if "relu" in name]
+    assert elementwise and all("T.parallel" in s and "T.vectorized" in s for s in elementwise)
+    pool = [s for name, s in scripts.items() if "pool" in name and "relu" not in name]
+    assert pool and all("T.parallel" in s for s in pool)
+
+
+def test_dense_is_vectorized_along_outputs():
+    x, w = _rand(1, 256), _rand(256, 1000)
+    mod = build_module(lambda v: relax.op.matmul(v, relax.const(w)), [(x.shape, "float32")])
+    np.testing.assert_allclose(_run(mod, x), x @ w, rtol=1e-4, atol=1e-3)
+    (dense,) = [f.script() for name, f in _kernels(mod).items() if "matmul" in name]
+    assert "T.vectorized" in dense
+
+
+def test_scheduled_functions_are_left_alone():
+    """Tuned records (MetaScheduleApplyDatabase) and hand schedules mark what they schedule."""
+    mod = _conv_module((1, 8, 8, 8), _rand(16, 8, 3, 3), _rand(16), 1, 1, 1)
+    fused = relax.transform.FuseTIR()(relax.transform.FuseOps()(relax.transform.AnnotateTIROpPattern()(
+        relax.transform.LegalizeOps()(mod))))
+    marked = {gv: f.with_attr("tirx.is_scheduled", True) if isinstance(f, tvm.tirx.PrimFunc) else f
+              for gv, f in fused.functions.items()}
+    fused = tvm.IRModule(marked)
+    target = targets.get_target("host")
+    with target:
+        after = ApplyDefaultCpuSchedules(target)(fused)
+    for gv, f in fused.functions.items():
+        if isinstance(f, tvm.tirx.PrimFunc):
+            tvm.ir.assert_structural_equal(after[gv], f)
+
+
+def test_failing_schedule_leaves_the_function_unscheduled(monkeypatch):
+    def broken(sch, target):
+        sch.vectorize(sch.get_loops(generic_cpu._root_blocks(sch)[0])[0])  # an illegal step half-way
+        raise tvm.s_tir.ScheduleError("boom")
+
+    monkeypatch.setattr(generic_cpu, "RULES", (broken,))
+    x, w, b = _rand(1, 8, 9, 9), _rand(16, 8, 3, 3), _rand(16)
+    mod = _conv_module(x.shape, w, b, 1, 1, 1)
+    assert apply_default_cpu_schedules.default_schedule(_kernels(mod).popitem()[1], targets.get_target("host")) is None
+    np.testing.assert_allclose(_run(mod, x), _conv_ref(x, w, b, 1, 1, 1), rtol=1e-4, atol=1e-4)
+    assert not any(f.attrs.get("tirx.is_scheduled", False) for f in _kernels(mod).values())
+
+
+@pytest.mark.parametrize("target", ["arm", "aarch64-linux"])
+def test_arm_targets_get_default_schedules_and_compile(target):
+    """NEON: 4-lane vectors, a 32-register budget; cross-compiled only (the emulated device runs them)."""
+    mod = _conv_module((1, 16, 16, 16), _rand(32, 16, 3, 3), _rand(32), 1, 1, 1)
+    kernels = _kernels(mod, target)
+    assert all(f.attrs["tirx.is_scheduled"] for f in kernels.values())
+    assert any("T.vectorized" in f.script() for f in kernels.values())
+    build(mod, target)
