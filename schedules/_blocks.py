@@ -6,6 +6,8 @@ survive FuseTIR but block annotations do.
 from __future__ import annotations
 
 import tvm
+import tvm_ffi
+from tvm import tirx
 from tvm.s_tir import Schedule
 
 # The block a fused function is scheduled around, most specific first.
@@ -46,3 +48,20 @@ def divisor(extent: int, candidates=(16, 8, 4, 2)) -> int:
 
 def extents(sch: Schedule, loops) -> list[int]:
     return [int(sch.get(loop).extent) for loop in loops]
+
+
+def trivially_bound(sch: Schedule, block) -> bool:
+    """One loop per block iterator, each iterator bound to exactly its loop (an unscheduled nest)."""
+    loops = sch.get_loops(block)
+    stmt = sch.get(loops[0]) if loops else None
+    while isinstance(stmt, tirx.For):
+        stmt = stmt.body
+    if not isinstance(stmt, tvm.s_tir.SBlockRealize) or len(loops) != len(sch.get(block).iter_vars):
+        return False
+    return all(v.same_as(sch.get(loop).loop_var) for v, loop in zip(stmt.iter_values, loops))
+
+
+def uses(expr, var) -> bool:
+    hit = []
+    tvm_ffi.structural_walk(expr, (tvm.ir.Var, lambda v: hit.append(v) if v.same_as(var) else None))
+    return bool(hit)

@@ -17,7 +17,7 @@ fit our kernels (``GEMV`` only takes inner reductions, ``x @ W`` here reduces th
   contiguous spatial loop vectorized (``schedule_block``).
 
 Weights are packed once per call to ``[O / tile, C, kh, kw, tile]``; padded inputs stay a stage
-whose rows copy their interior without bounds tests (``arm_cpu.split_borders``). Every step is a
+whose rows copy their interior without bounds tests (``split_borders.py``). Every step is a
 schedule primitive, so whatever fails leaves a correct function (``ApplyDefaultCpuSchedules``).
 """
 from __future__ import annotations
@@ -31,8 +31,8 @@ from tvm import tirx
 from tvm.s_tir import Schedule
 from tvm.target.codegen import llvm_get_vector_width
 
-from ._blocks import divisor, extents
-from .arm_cpu import split_borders
+from ._blocks import divisor, extents, trivially_bound, uses
+from .split_borders import split_borders
 
 PARALLEL_MIN_WORK = 1 << 18
 """Iterations below which a non-conv kernel stays serial: waking the thread pool (~10-20 us on a
@@ -75,23 +75,6 @@ def _kinds(sch: Schedule, block) -> str:
     return "".join(kind.get(int(iv.iter_type), "O") for iv in sch.get(block).iter_vars)
 
 
-def _trivially_bound(sch: Schedule, block) -> bool:
-    """One loop per block iterator, each iterator bound to exactly its loop (an unscheduled nest)."""
-    loops = sch.get_loops(block)
-    stmt = sch.get(loops[0]) if loops else None
-    while isinstance(stmt, tirx.For):
-        stmt = stmt.body
-    if not isinstance(stmt, tvm.s_tir.SBlockRealize) or len(loops) != len(sch.get(block).iter_vars):
-        return False
-    return all(v.same_as(sch.get(loop).loop_var) for v, loop in zip(stmt.iter_values, loops))
-
-
-def _uses(expr, var) -> bool:
-    hit = []
-    tvm_ffi.structural_walk(expr, (tvm.ir.Var, lambda v: hit.append(v) if v.same_as(var) else None))
-    return bool(hit)
-
-
 def _loads(expr) -> list:
     found = []
     tvm_ffi.structural_walk(expr, (tvm.ir.TensorLoad, found.append))
@@ -103,7 +86,7 @@ def _guarded_by(expr, var) -> bool:
     would scalarize such a vector: the guarded load is per lane)."""
     hits = []
     tvm_ffi.structural_walk(expr, (tvm.ir.Call, lambda c: hits.append(c)
-                                   if c.op.name == "prim.if_then_else" and _uses(c.args[0], var) else None))
+                                   if c.op.name == "prim.if_then_else" and uses(c.args[0], var) else None))
     return bool(hits)
 
 
@@ -191,7 +174,7 @@ def _epilogue(sch: Schedule, conv: Conv2d):
     out = extents(sch, sch.get_loops(conv.block))[:4]
     if _kinds(sch, epilogue) != "SSSS" or extents(sch, sch.get_loops(epilogue)) != out:
         return None
-    if not _trivially_bound(sch, epilogue) or sch.get_consumers(epilogue):
+    if not trivially_bound(sch, epilogue) or sch.get_consumers(epilogue):
         return None
     return epilogue
 
@@ -371,7 +354,7 @@ def schedule_block(sch: Schedule, block, lanes: int) -> None:
     ``x @ W``: a row of accumulators); otherwise (row sums) it reduces innermost."""
     kinds = _kinds(sch, block)
     spatial = len(kinds) - len(kinds.lstrip("S"))
-    if not _trivially_bound(sch, block) or spatial == 0 or kinds[spatial:] != "R" * (len(kinds) - spatial):
+    if not trivially_bound(sch, block) or spatial == 0 or kinds[spatial:] != "R" * (len(kinds) - spatial):
         return  # not an unscheduled S..S R..R nest
     loops = sch.get_loops(block)
     sizes = extents(sch, loops)
@@ -382,7 +365,7 @@ def schedule_block(sch: Schedule, block, lanes: int) -> None:
     var, value = b.iter_vars[inner].var, b.body.value
     reductions, units = loops[spatial:], loops[inner + 1:spatial]
     loads = _loads(value)
-    contiguous = not loads or any(load.indices and _uses(load.indices[-1], var) for load in loads)
+    contiguous = not loads or any(load.indices and uses(load.indices[-1], var) for load in loads)
     parallel = math.prod(sizes) >= PARALLEL_MIN_WORK
     if reductions and not contiguous:  # reduce along the contiguous axis, one output at a time
         if parallel:

@@ -1,0 +1,131 @@
+"""Vectorizable shifted copies: split each output row into borders (with the zero-padding tests) and an interior.
+
+TVM's ``vectorize`` scalarizes any load guarded per lane, so :func:`split_borders` gives each output row three
+``w`` loops: the borders (zero-padding tests, short) and the interior without tests, ``[lo, hi)`` computed at run
+time from the channel's offset (table-driven shifts too). LLVM vectorizes the interior: ``ldr q``/``stp q``
+copies, ``fmla v.4s`` for the bilinear active shift. Used by the ARM standalone shifts and the CPUs' padding stages.
+"""
+from __future__ import annotations
+
+import tvm
+import tvm_ffi
+from tvm import tirx
+from tvm.s_tir import SBlock, SBlockRealize, Schedule
+from tvm.tirx import IndexMap
+
+from ._blocks import trivially_bound, uses
+
+_ITE = "prim.if_then_else"
+
+
+def _guards(expr) -> list:
+    """The ``if_then_else`` calls of ``expr`` (the zero-padding tests of the shifted loads)."""
+    found = []
+    tvm_ffi.structural_walk(expr, (tvm.ir.Call, lambda v: found.append(v) if v.op.name == _ITE else None))
+    return found
+
+
+def _atoms(cond) -> list:
+    return _atoms(cond.a) + _atoms(cond.b) if isinstance(cond, tirx.And) else [cond]
+
+
+def _nonnegative(atom):
+    """``g`` with ``atom`` <=> ``g >= 0`` (integers), or None for other condition shapes."""
+    if isinstance(atom, (tirx.LE, tirx.GE, tirx.LT, tirx.GT)):
+        a, b = (atom.a, atom.b) if isinstance(atom, (tirx.LE, tirx.LT)) else (atom.b, atom.a)
+        return b - a - (1 if isinstance(atom, (tirx.LT, tirx.GT)) else 0)
+    return None
+
+
+def _interior(guards, w, width):
+    """``(lo, hi, row_ok)``: every guard's ``w``-dependent tests hold for ``lo <= w < hi``.
+
+    Each test must be affine in ``w`` (``s*w + k >= 0``, ``k`` any ``w``-free expression, e.g. a
+    table load); the tests without ``w`` (the row) are returned as ``row_ok``. None if a guard
+    has another shape (e.g. circular padding: no guard at all is fine, ``floormod`` is not).
+    """
+    lo, hi, row = [tirx.const(0, w.ty.dtype)], [tirx.const(width, w.ty.dtype)], []
+    for guard in guards:
+        for atom in _atoms(guard.args[0]):
+            g = _nonnegative(atom)
+            if g is None:
+                return None
+            linear = tvm.sym.detect_linear_equation(g, [w])
+            if not linear:
+                return None
+            s, k = int(linear[0]), linear[1]
+            if s == 0:
+                row.append(atom)
+            elif s > 0:  # w >= ceil(-k / s)
+                lo.append(tirx.floordiv(-k + (s - 1), s))
+            else:  # w <= floor(k / -s)
+                hi.append(tirx.floordiv(k, -s) + 1)
+    lo_e = tvm.sym.Analyzer().simplify(tirx.min(_reduce(tirx.max, lo), width))  # |offset| may exceed the row
+    hi_e = tirx.max(tirx.min(_reduce(tirx.min, hi), width), lo_e)
+    row_ok = _reduce(tirx.all, row) if row else None
+    return lo_e, hi_e, row_ok
+
+
+def _reduce(f, items):
+    out = items[0]
+    for item in items[1:]:
+        out = f(out, item)
+    return out
+
+
+def split_borders(sch: Schedule, block_rv) -> bool:
+    """Rewrite an elementwise shift block ``out[n, c, h, w] = E`` into one block per output row
+    whose body is three ``w`` loops: left border, interior, right border (``lo``/``hi`` computed at
+    run time from the channel's offsets, so table-driven shifts work too). Only the borders keep
+    the zero-padding tests; the interior is a plain (strided) copy or, for the active shift, a
+    4-tap blend, which LLVM's loop vectorizer turns into ``ldr q``/``str q`` / ``fmla v.4s``.
+    TVM's own ``vectorize`` cannot: a per-lane test on a load scalarizes the whole vector.
+
+    Returns False (nothing changed) when the block is not of that shape.
+    """
+    block = sch.get(block_rv)
+    store = block.body
+    if not isinstance(store, tirx.BufferStore) or len(block.iter_vars) != 4 or block.init is not None:
+        return False
+    v_w = block.iter_vars[3].var
+    loops = sch.get_loops(block_rv)
+    if not store.indices[-1].same_as(v_w) or len(loops) != 4 or not trivially_bound(sch, block_rv):
+        return False
+    width = int(block.iter_vars[3].dom.extent)
+    found = _interior(_guards(store.value), v_w, width)
+    if found is None:
+        return False
+    lo, hi, row_ok = found
+    if row_ok is not None:
+        hi = tirx.Select(row_ok, hi, lo)
+    ite_op = tvm.ir.Op.get(_ITE)
+    bare = tvm_ffi.structural_map(store.value, (tvm.ir.Call, lambda v: v.args[1] if v.op.same_as(ite_op) else v))
+
+    def loop(name, start, extent, value):
+        var = tirx.Var(name, v_w.ty)
+        at = IndexMap([v_w], [value], None).map_indices([start + var])[0]
+        idx = IndexMap([v_w], list(store.indices), None).map_indices([start + var])
+        return tirx.For(var, tirx.const(0, v_w.ty.dtype), extent, tirx.ForKind.SERIAL,
+                        tirx.BufferStore(store.buffer, at, idx))
+
+    zero = tirx.const(0, v_w.ty.dtype)
+    body = tirx.SeqStmt([loop("w_left", zero, lo, store.value), loop("w", lo, hi - lo, bare),
+                         loop("w_right", hi, tirx.const(width, v_w.ty.dtype) - hi, store.value)])
+
+    def whole(region):  # any h/w-dependent dimension: the full extent
+        used = lambda e: any(uses(e, v) for v in (block.iter_vars[2].var, v_w))  # noqa: E731
+        ranges = [tvm.ir.Range.from_min_extent(0, dim) if used(r.min) else r
+                  for r, dim in zip(region.region, region.source.shape)]
+        return tirx.BufferRegion(region.source, ranges)
+
+    reads = [whole(r) for r in block.reads]
+    writes = [tirx.BufferRegion(store.buffer, [tvm.ir.Range.from_min_extent(i, 1) for i in store.indices[:-1]]
+                                + [tvm.ir.Range.from_min_extent(0, width)])]
+    row = SBlock(block.iter_vars[:3], reads, writes, block.name_hint, body, None, block.alloc_buffers,
+                 block.match_buffers, block.annotations)
+    nest = SBlockRealize([sch.get(l).loop_var for l in loops[:3]], True, row)
+    for l in reversed(loops[:3]):
+        f = sch.get(l)
+        nest = tirx.For(f.loop_var, f.min, f.extent, f.kind, nest)
+    sch.state.replace(sch.get_sref(loops[0]), nest, {block: row})
+    return True
