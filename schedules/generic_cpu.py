@@ -286,12 +286,17 @@ def _outer_product(sch: Schedule, conv: Conv2d, epilogue, tile: int, pixels: int
     _accumulate_locally(sch, conv, epilogue, xo)
     sch.transform_layout(conv.block, ("write", 0), lambda n_, f_, y_, x_: (n_, y_, x_, f_))
     _parallel_conv(sch, conv, sch.fuse(n, fo, y))
-    packed = sch.cache_read(conv.block, _read_index(sch, conv.block, conv.weight), "global")
-    sch.transform_layout(packed, ("write", 0), lambda f_, c_, r_, s_: (f_ // tile, c_, r_, s_, f_ % tile))
-    schedule_block(sch, packed, 0)
+    _pack_weights(sch, conv, tile)
     sch.unroll(xi)
     sch.vectorize(fi)
     sch.decompose_reduction(conv.block, rc)
+
+
+def _pack_weights(sch: Schedule, conv: Conv2d, tile: int) -> None:
+    """Once per call, the weights as ``[O / tile, C, kh, kw, tile]``: one contiguous run per micro-kernel step."""
+    packed = sch.cache_read(conv.block, _read_index(sch, conv.block, conv.weight), "global")
+    sch.transform_layout(packed, ("write", 0), lambda f_, c_, r_, s_: (f_ // tile, c_, r_, s_, f_ % tile))
+    schedule_block(sch, packed, 0)
 
 
 def pixel_vector_width(width: int, lanes: int) -> int:
@@ -313,9 +318,7 @@ def _pixel_vector(sch: Schedule, conv: Conv2d, epilogue, vector: int, channels: 
     sch.reorder(n, fo, y, xo, rc, ry, rx, fi, xi)
     store = _accumulate_locally(sch, conv, epilogue, xo)
     _parallel_conv(sch, conv, sch.fuse(n, fo, y))
-    packed = sch.cache_read(conv.block, _read_index(sch, conv.block, conv.weight), "global")
-    sch.transform_layout(packed, ("write", 0), lambda f_, c_, r_, s_: (f_ // channels, c_, r_, s_, f_ % channels))
-    schedule_block(sch, packed, 0)
+    _pack_weights(sch, conv, channels)
     sch.unroll(fi)
     sch.vectorize(xi)
     sch.vectorize(sch.get_loops(store)[-1])

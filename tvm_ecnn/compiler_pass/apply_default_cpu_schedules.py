@@ -13,6 +13,8 @@ from tvm.s_tir import Schedule
 
 from schedules import generic_cpu
 
+from .schedule_unscheduled import schedule_unscheduled
+
 _log = logging.getLogger(__name__)
 
 
@@ -37,11 +39,4 @@ class ApplyDefaultCpuSchedules:
         self.target = target
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        mod = mod.clone()  # `mod[gvar] =` would otherwise rewrite the caller's module
-        for gvar, func in list(mod.functions.items()):
-            if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled", False):
-                continue
-            scheduled = default_schedule(func, self.target)
-            if scheduled is not None:
-                mod[gvar] = scheduled.with_attr("tirx.is_scheduled", True)
-        return mod
+        return schedule_unscheduled(mod, lambda func: default_schedule(func, self.target))

@@ -7,6 +7,8 @@ from tvm.s_tir import Schedule
 import schedules
 from schedules._blocks import anchor, ecnn_blocks, inline_neighbours
 
+from .schedule_unscheduled import schedule_unscheduled
+
 
 def apply_hand_schedule(sch: Schedule, target: tvm.target.Target) -> bool:
     """Schedule the function of ``sch`` around its ecnn block; False if no rule covers it.
@@ -31,11 +33,8 @@ class ApplyEcnnSchedules:
         self.target = target
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        mod = mod.clone()  # `mod[gvar] =` would otherwise rewrite the caller's module
-        for gvar, func in list(mod.functions.items()):
-            if not isinstance(func, tvm.tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled", False):
-                continue
+        def hand_schedule(func):
             sch = Schedule(func)
-            if apply_hand_schedule(sch, self.target):
-                mod[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
-        return mod
+            return sch.mod["main"] if apply_hand_schedule(sch, self.target) else None
+
+        return schedule_unscheduled(mod, hand_schedule)

@@ -20,6 +20,8 @@ from tvm.s_tir import Schedule, ScheduleError
 
 from schedules.adreno import bind_threads
 
+from .schedule_unscheduled import schedule_unscheduled
+
 _LANES = 4
 _UNROLL = 16  # longer loops (a deep reduction) stay loops
 
@@ -59,7 +61,7 @@ def schedule_texel_writes(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
         sch.vectorize(sch.get_loops(store)[-1])
     except ScheduleError:
         return None
-    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+    return sch.mod["main"]
 
 
 @tvm.transform.module_pass(opt_level=0, name="ScheduleTexelWrites")
@@ -67,11 +69,4 @@ class ScheduleTexelWrites:
     """Texture pipeline, after ``dl.adreno`` and before ``dl.gpu``: texel schedules for unscheduled image writers."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        mod = mod.clone()  # `mod[gvar] =` would otherwise rewrite the caller's module
-        for gvar, func in list(mod.functions.items()):
-            if not isinstance(func, tirx.PrimFunc) or func.attrs.get("tirx.is_scheduled", False):
-                continue
-            scheduled = schedule_texel_writes(func)
-            if scheduled is not None:
-                mod[gvar] = scheduled
-        return mod
+        return schedule_unscheduled(mod, schedule_texel_writes)
