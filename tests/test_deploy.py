@@ -89,9 +89,10 @@ def test_compile_then_run_script_matches_pytorch(tmp_path, dtype, tolerance):
     assert error < tolerance * max(1.0, largest), ran.stdout
 
 
-def test_fp16_halves_the_weights():
-    fp32 = import_model("shiftresnet20", (1, 3, 16, 16), "fp32")[0]
-    fp16 = import_model("shiftresnet20", (1, 3, 16, 16), "fp16")[0]
+@pytest.mark.parametrize("model", ["shiftresnet20", "mobilenet_v2"])  # MobileNetV2: ReLU6 is R.clip
+def test_fp16_halves_the_weights(model):
+    fp32 = import_model(model, (1, 3, 16, 16), "fp32")[0]
+    fp16 = import_model(model, (1, 3, 16, 16), "fp16")[0]
     weights = {dtype: sum(int(np.prod(c.value.shape)) for c in _constants(m) if str(c.value.dtype) == dtype)
                for dtype, m in (("float32", fp32), ("float16", fp16))}
     assert weights["float16"] == weights["float32"] > 0

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from tvm import relax
 
 import targets as _targets
+from relay_ops._registry import MIXED_PRECISION_FOLLOW
 
 from . import models as _models
 from .device.export import cross_compiler_for
@@ -105,6 +106,11 @@ def float16_storage(mod: tvm.IRModule) -> tvm.IRModule:
     torch importer hard-codes fp32 conv/linear outputs, so every fp16 conv followed by bias or batch norm
     fails to import. The ecnn ops follow their inputs (``relay_ops._registry``); weights are folded to fp16.
     """
+    clip = tvm.ir.Op.get("relax.clip")
+    if clip.get_attr("TMixedPrecisionPolicy") is None:
+        # ReLU6 is R.clip with scalar bounds; unregistered, ToMixedPrecision treats it as "never fp16" and fails
+        # casting those scalars ("Expected TensorType, but got T.float64"). It keeps its input's dtype: follow.
+        clip.set_attr("TMixedPrecisionPolicy", MIXED_PRECISION_FOLLOW)
     return tvm.transform.Sequential([relax.transform.ToMixedPrecision(out_dtype="float32"),
                                      relax.transform.FoldConstant()])(mod)
 
