@@ -20,6 +20,8 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from relay_ops._registry import attrs_of, call, op_name
 from relay_ops.shift_conv2d import split_args
 
+from .relax_dataflow import map_relax_functions
+
 _LAYOUT_TRANSFORM = tvm.ir.Op.get("relax.layout_transform")
 _FLOATS = ("float32", "float16")
 _ECNN_OPS = {tvm.ir.Op.get(op_name(n)): n for n in ("shift2d", "sparse_shift2d", "active_shift2d", "shift_conv2d")}
@@ -113,10 +115,7 @@ class EcnnTextureLayout:
     """Run right after ``ConvertLayout`` (before legalization) in the Adreno texture pipeline."""
 
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        mod = mod.clone()  # `mod[gvar] =` would otherwise rewrite the caller's module
-        for gvar, func in list(mod.functions.items()):
-            if isinstance(func, relax.Function):
-                mod[gvar] = _Rewriter(mod).visit_expr(func)
+        mod = map_relax_functions(mod, lambda copy, func: _Rewriter(copy).visit_expr(func))
         return relax.transform.DeadCodeElimination()(relax.transform.CanonicalizeBindings()(mod))
 
 

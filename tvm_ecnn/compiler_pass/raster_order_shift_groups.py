@@ -18,7 +18,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from relay_ops._registry import attrs_of, call, op_name
 from relay_ops.shift_conv2d import split_args
 
-from .relax_dataflow import Dataflow
+from .relax_dataflow import Dataflow, map_relax_functions
 
 _SHIFT_CONV = op_name("shift_conv2d")
 _ELEMENTWISE = ("relax.nn.relu", "relax.clip")
@@ -93,10 +93,8 @@ class _Rewriter(PyExprMutator):
 @tvm.transform.module_pass(opt_level=0, name="RasterOrderShiftGroups")
 class RasterOrderShiftGroups:
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        mod = mod.clone()  # `mod[gvar] =` would otherwise rewrite the caller's module
-        for gvar, func in list(mod.functions.items()):
-            if isinstance(func, relax.Function):
-                plan = _plan(func)
-                if plan:
-                    mod[gvar] = _Rewriter(mod, plan).visit_expr(func)
-        return mod
+        def rewrite(copy, func):
+            plan = _plan(func)
+            return _Rewriter(copy, plan).visit_expr(func) if plan else None
+
+        return map_relax_functions(mod, rewrite)

@@ -109,6 +109,18 @@ def replace_bindings(mod: tvm.IRModule, name: str, values: dict) -> tvm.IRModule
     return relax.transform.DeadCodeElimination()(mod)
 
 
+def map_relax_functions(mod: tvm.IRModule, rewrite) -> tvm.IRModule:
+    """A copy of ``mod`` (never the caller's module) where ``rewrite(copy, func)``, unless None, replaces each
+    Relax function."""
+    out = mod.clone()
+    for gvar, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function):
+            new = rewrite(out, func)
+            if new is not None:
+                out[gvar] = new
+    return out
+
+
 def relax_functions(mod: tvm.IRModule) -> list[str]:
     return [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, relax.Function)]
 

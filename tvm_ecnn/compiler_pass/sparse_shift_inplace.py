@@ -14,7 +14,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from relay_ops._registry import attrs_of, op_name
 from relay_ops.sparse_shift2d import constant_offsets, sparse_shift2d
 
-from .relax_dataflow import Dataflow
+from .relax_dataflow import Dataflow, map_relax_functions
 
 _OP = tvm.ir.Op.get(op_name("sparse_shift2d"))
 
@@ -40,8 +40,4 @@ class _Rewriter(PyExprMutator):
 @tvm.transform.module_pass(opt_level=0, name="SparseShiftInplace")
 class SparseShiftInplace:
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        mod = mod.clone()  # `mod[gvar] =` would otherwise rewrite the caller's module
-        for gvar, func in list(mod.functions.items()):
-            if isinstance(func, relax.Function):
-                mod[gvar] = _Rewriter(mod, Dataflow(func)).visit_expr(func)
-        return mod
+        return map_relax_functions(mod, lambda copy, func: _Rewriter(copy, Dataflow(func)).visit_expr(func))

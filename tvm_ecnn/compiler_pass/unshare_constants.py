@@ -11,6 +11,8 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from .relax_dataflow import map_relax_functions
+
 
 @mutator
 class _Fresh(PyExprMutator):
@@ -21,8 +23,4 @@ class _Fresh(PyExprMutator):
 @tvm.transform.module_pass(opt_level=0, name="UnshareConstants")
 class UnshareConstants:
     def transform_module(self, mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        mod = mod.clone()
-        for gvar, func in list(mod.functions.items()):
-            if isinstance(func, relax.Function):
-                mod[gvar] = _Fresh(mod).visit_expr(func)
-        return mod
+        return map_relax_functions(mod, lambda copy, func: _Fresh(copy).visit_expr(func))
