@@ -1,12 +1,10 @@
 #!/usr/bin/env bash
-# System prerequisites for the emulated Snapdragon device and the PoCL OpenCL checks (run as root, idempotent).
-#   * qemu-user-static + binfmt: aarch64 ELF files (the RPC server and its popen workers) run transparently.
-#   * gcc-aarch64 / clang+lld: cross-link exported .so files (aarch64-linux-gnu and the android triple).
-#   * PoCL + ICD loader: a CPU OpenCL platform for running the kernels TVM emits for Adreno.
+# The one system prerequisite: qemu-user + binfmt for the emulated aarch64 device (run as root, idempotent).
+# aarch64 ELF files (the RPC server and its popen workers) then run transparently. Everything else comes from pip:
+# the linker (ziglang's ld.lld) and OpenCL on the CPU (pocl-binary-distribution, the test/opencl extras).
 set -euo pipefail
 
-PKGS=(qemu-user-static binfmt-support gcc-aarch64-linux-gnu libc6-dev-arm64-cross clang lld
-      pocl-opencl-icd ocl-icd-libopencl1 ocl-icd-opencl-dev clinfo)
+PKGS=(qemu-user-static binfmt-support)
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "setup-system: must run as root" >&2

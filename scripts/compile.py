@@ -6,7 +6,7 @@
     python scripts/compile.py --model exported.pt2 --target aarch64-linux -o net.so
     python scripts/compile.py --model mypkg.nets:build --input-shape 1,3,64,64 --target host
 
-Bad model or target names print the valid ones and exit with status 2.
+Bad model or target names print the valid ones and exit with status 2; a missing or failing linker exits with 1.
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ def main(argv=None) -> int:
 
     import targets
     from tvm_ecnn.deploy import compile_model
+    from tvm_ecnn.device.errors import ExternalToolError
 
     try:
         targets.get_target(args.target)
@@ -46,6 +47,9 @@ def main(argv=None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except ExternalToolError as error:  # the linker is missing or failed: its name, what to install, its output
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(result.summary())
     return 0
 

@@ -232,10 +232,8 @@ def test_cli_with_unreachable_tracker_exits_1_before_importing_the_model(tmp_pat
 
 
 @pytest.fixture(scope="module")
-def two_devices():
+def two_devices(binfmt):
     """A real tracker with two emulated aarch64 devices registered under one key."""
-    if not emulated.binfmt_enabled():
-        pytest.skip("qemu-aarch64 binfmt is not enabled: run `sudo .ci/setup-system.sh`")
     tracker = devices = None
     try:
         tracker = emulated.start_tracker()

@@ -31,12 +31,13 @@ separator-1 = layers, the one before the separator = rows, the rest = columns). 
 pipeline emits texture OpenCL that does not compile (notes F6) and, with the Adreno TIR pipeline forced, writes
 one RGBA lane per pixel (F7); pass ``tir_pipeline=tvm_ecnn.pipeline.tir_pipeline(target)`` (our fixed pipeline,
 ``compiler_pass/adreno_tir.py``) to run what ``tvm_ecnn`` ships. fp16 kernels need ``cl_khr_fp16``, absent from
-Debian's PoCL 3.1 (F8): ``half_as_float=True`` (``run_kernel_on_pocl``, ``run_relax_on_pocl``) runs them anyway,
+PoCL here (pip's 3.0, F8): ``half_as_float=True`` (``run_kernel_on_pocl``, ``run_relax_on_pocl``) runs them anyway,
 with ``half`` storage kept exact (buffers and images hold float16 values, every stored value is rounded to float16
 on readback) and ``half`` arithmetic inside a kernel done in float (``emulate_half``), which rounds once per
 stored value instead of once per operation.
 
-Requires the system PoCL ICD (``.ci/setup-system.sh``) and ``pyopencl`` (optional extra).
+Requires ``pyopencl`` and ``pocl-binary-distribution`` (the ``opencl`` and ``test`` extras): PoCL from pip, loaded
+in-process by pyopencl's own ICD loader, no ICD file in ``/etc`` and nothing installed by root.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib
+import importlib.metadata
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -57,9 +59,10 @@ import tvm_ffi
 from tvm import relax, tirx
 
 from ..compiler_pass.unique_param_names import unique_param_names
+from .errors import ExternalToolError
 
 
-class PoclBuildError(RuntimeError):
+class PoclBuildError(ExternalToolError):
     """clBuildProgram failed; ``.log`` is PoCL's build log."""
 
     def __init__(self, message: str, log: str):
@@ -252,19 +255,35 @@ def opencl_source_from_library(path) -> str:
 # PoCL
 
 
+POCL_INSTALL = "pip install 'pyopencl[pocl]' (the project's opencl and test extras)"
+
+
+def _pip_pocl_first(platforms: list) -> list:
+    """The PoCL platforms, the one from ``pocl-binary-distribution`` first: where a system PoCL ICD exists too,
+    every machine still runs the same (pip) PoCL."""
+    pocl = [p for p in platforms if "portable computing language" in p.name.lower() or "pocl" in p.name.lower()]
+    try:
+        pip_version = f"PoCL {importlib.metadata.version('pocl-binary-distribution')}"
+    except importlib.metadata.PackageNotFoundError:
+        return pocl
+    return sorted(pocl, key=lambda p: pip_version not in p.version)
+
+
 @functools.cache
 def pocl_queue():
     """A command queue on the PoCL platform (chosen by name so a real GPU ICD never gets picked)."""
-    import pyopencl as cl
-
+    try:
+        import pyopencl as cl
+    except ImportError:
+        raise ExternalToolError(f"pyopencl, needed to run OpenCL kernels on PoCL, is not installed: {POCL_INSTALL}") \
+            from None
     try:
         platforms = cl.get_platforms()
     except cl.Error:  # no ICD at all: clGetPlatformIDs returns -1001
         platforms = []
-    pocl = [p for p in platforms if "portable computing language" in p.name.lower() or "pocl" in p.name.lower()]
+    pocl = _pip_pocl_first(platforms)
     if not pocl:
-        raise RuntimeError(f"no PoCL OpenCL platform (found {[p.name for p in platforms]}): "
-                           "run `sudo .ci/setup-system.sh` (pocl-opencl-icd)")
+        raise ExternalToolError(f"no PoCL OpenCL platform (found {[p.name for p in platforms]}): {POCL_INSTALL}")
     context = cl.Context(pocl[0].get_devices()[:1])
     return cl.CommandQueue(context)
 
@@ -272,9 +291,9 @@ def pocl_queue():
 @functools.lru_cache(maxsize=32)
 def build_on_pocl(source: str, options: tuple[str, ...] = ()):
     """Compile the whole program; raises ``PoclBuildError`` carrying PoCL's build log."""
+    context = pocl_queue().context  # first: it names the package to install when pyopencl is missing
     import pyopencl as cl
 
-    context = pocl_queue().context
     program = cl.Program(context, source)
     try:
         with warnings.catch_warnings():
