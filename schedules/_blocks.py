@@ -15,9 +15,16 @@ ANCHORS = ("shift_conv2d", "active_shift2d", "sparse_shift2d", "shift2d")
 
 
 def ecnn_blocks(sch: Schedule) -> dict:
-    """``{ecnn op: block RV}`` for the top-level annotated blocks of the schedule's function."""
+    """``{ecnn op: block RV}`` for the top-level annotated blocks of the schedule's function.
+
+    Hand-written TIR (TOPI's scans and sorts: ``cumsum``, ``sort``, ``index_put``) has no root
+    block and no ecnn block."""
     found = {}
-    for block in sch.get_child_blocks(sch.get_sblock("root")):
+    try:
+        root = sch.get_sblock("root")
+    except tvm.s_tir.ScheduleError:
+        return found
+    for block in sch.get_child_blocks(root):
         op = sch.get(block).annotations.get("ecnn_op")
         if op is not None:
             found[str(op)] = block

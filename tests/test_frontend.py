@@ -423,7 +423,7 @@ def test_look_alikes_are_not_shifts(model):
     assert report.rows == []
 
 
-# ----------------------------------------------------------------------------- our modules and torchshifts
+# ----------------------------------------------------------------------------- our modules (torchshifts: test_import_torchshifts.py)
 def test_ecnn_modules_become_ecnn_ops_and_fuse():
     spatials = {"shift2d": Shift2d(16, 3, 1, "grouped"), "sparse": SparseShift2d(16), "active": ActiveShift2d(16)}
     for kind, spatial in spatials.items():
@@ -460,51 +460,6 @@ def test_fusion_needs_single_use_and_a_pointwise_conv():
     assert (name, attrs["has_residual"]) == ("shift_conv2d", False)
     mod, _ = import_and_check(nn.Sequential(Shift2d(9), nn.Conv2d(9, 9, 3, padding=1)), torch.randn(1, 9, 5, 5))
     assert op_counts(mod) == Counter({"shift2d": 1})
-
-
-def _register_torchshifts_stand_in():
-    """The third-party op's signature with the meaning we convert (content moves by +weights)."""
-    if hasattr(torch.ops.torchshifts, "shift2d"):
-        return
-
-    @torch.library.custom_op("torchshifts::shift2d", mutates_args=())
-    def shift2d(input: torch.Tensor, weights: torch.Tensor, padding_mode: int, active_flag: bool) -> torch.Tensor:
-        if active_flag:
-            return torch.ops.ecnn.active_shift2d(input, -weights, 1, 0)
-        if padding_mode == 0:
-            return torch.ops.ecnn.sparse_shift2d(input, -weights)
-        moves = torch.round(weights).long().tolist()
-        return torch.stack([torch.roll(input[:, c], tuple(m), (1, 2)) for c, m in enumerate(moves)], 1)
-
-    @shift2d.register_fake
-    def _(input, weights, padding_mode, active_flag):
-        return torch.empty_like(input)
-
-
-class TorchShifts(nn.Module):
-    def __init__(self, weights, padding_mode=0, active=False):
-        super().__init__()
-        self.weight = nn.Parameter(torch.as_tensor(weights, dtype=torch.float32))
-        self.padding_mode, self.active = padding_mode, active
-
-    def forward(self, x):
-        return torch.ops.torchshifts.shift2d(x, self.weight, self.padding_mode, self.active)
-
-
-def test_torchshifts_op():
-    _register_torchshifts_stand_in()
-    x = torch.randn(1, 9, 6, 6)
-    sparse = torch.tensor([[0.4, 1.6], [-2.5, 0.0], [1.5, -1.2]] * 3)
-    mod, report = import_and_check(TorchShifts(sparse), x, fuse=False)
-    assert op_counts(mod) == Counter({"sparse_shift2d": 1})
-    assert report.rows[0].pattern == "torchshifts::shift2d"
-    periodic = -torch.as_tensor(grouped_shift_offsets(9), dtype=torch.float32)
-    mod, _ = import_and_check(TorchShifts(periodic, padding_mode=2), x, fuse=False)
-    assert [(n, a["padding_mode"]) for n, a in ecnn_calls(mod)] == [("shift2d", "circular")]
-    mod, _ = import_and_check(TorchShifts(sparse * 0.7, active=True), x, fuse=False)
-    assert op_counts(mod) == Counter({"active_shift2d": 1})
-    with pytest.raises(UnsupportedOperatorError, match="padding_mode 1"):
-        from_torch(TorchShifts(sparse, padding_mode=1), (x,))
 
 
 def test_relax_passes_work_alone():

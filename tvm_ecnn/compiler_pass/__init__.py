@@ -4,6 +4,7 @@ Torch-side passes take and return a ``torch.export.ExportedProgram`` (they run b
 where values can be evaluated); Relax passes are ``tvm.transform.Pass`` objects.
 """
 from .fold_batch_norm import FoldBatchNorm
+from .fold_constant_checks import fold_constant_checks
 from .fuse_shift_conv import FuseShiftConv
 from .recognize_data_movement_shift import recognize_data_movement_shifts
 from .recognize_grid_sample_shift import recognize_grid_sample_shift

@@ -3,8 +3,10 @@
 The usual PyTorch active shift (Jeon & Kim) folds channels into the batch,
 ``grid_sample(x.reshape(N*C, 1, H, W), grid, bilinear, zeros)``, and views the result back to
 ``[N, C, Ho, Wo]``; the grid is computed from the learned offsets, so it is a constant at import
-time. When every channel's grid is a translated (and possibly strided) pixel lattice, the three
-nodes are one ``active_shift2d`` with that channel's translation; it becomes
+time. kornia-style code (``translate(x.transpose(0, 1), shifts).transpose(0, 1)``) folds them the
+other way: channels become the batch and the images the channels, so batch row ``c`` is channel
+``c`` of every image. When every channel's grid is a translated (and possibly strided) pixel
+lattice, the nodes are one ``active_shift2d`` with that channel's translation; it becomes
 ``ecnn_import::bilinear_shift2d``. Any other grid (rotation, scaling, per-pixel warps) stays a
 ``grid_sample`` (converted with the layout fix of bug E, see ``frontend/converters.py``).
 """
@@ -15,11 +17,17 @@ from torch import fx
 from torch.export import ExportedProgram
 
 from .canonical_ops import BILINEAR_SHIFT
-from .fx_graph import ExportedGraph, is_view, shape_of
+from .fx_graph import ExportedGraph, is_view, packet, shape_of
 
 aten = torch.ops.aten
 BILINEAR, ZEROS = 0, 0
 TOLERANCE = 1e-3  # pixels; grids are computed in float32
+SWAP_BATCH_CHANNEL = [1, 0, 2, 3]
+
+
+def _is_swap(node: fx.Node) -> bool:
+    """``x.transpose(0, 1)`` of a 4-D tensor (a ``permute`` after decomposition)."""
+    return packet(node) is aten.permute and list(node.args[1]) == SWAP_BATCH_CHANNEL
 
 
 def _unfolded_source(data: fx.Node, folded: tuple) -> fx.Node | None:
@@ -37,13 +45,29 @@ def _unfolded_source(data: fx.Node, folded: tuple) -> fx.Node | None:
         node = node.args[0]
 
 
-def _view_sink(node: fx.Node, shape: tuple) -> fx.Node | None:
-    """First node of ``shape`` down a chain of single-user views from ``node``."""
-    while len(node.users) == 1:
-        (node,) = node.users
-        if not is_view(node):
+def _swapped_source(data: fx.Node) -> fx.Node | None:
+    """``x`` when ``data`` is ``x.transpose(0, 1)`` (up a chain of shape-keeping views), else None."""
+    node = data
+    while not _is_swap(node):
+        if not (is_view(node) and isinstance(node.args[0], fx.Node) and shape_of(node.args[0]) == shape_of(node)):
             return None
-        if shape_of(node) == shape:
+        node = node.args[0]
+    return node.args[0]
+
+
+def _view_sink(node: fx.Node, shape: tuple, swapped: bool = False) -> fx.Node | None:
+    """First node of ``shape`` down a chain of single-user views from ``node``.
+
+    ``swapped``: the chain must first undo a batch/channel swap, with only shape-keeping views before it.
+    """
+    while len(node.users) == 1:
+        (user,) = node.users
+        if swapped and _is_swap(user):
+            swapped = False
+        elif not is_view(user) or (swapped and shape_of(user) != shape_of(node)):
+            return None
+        node = user
+        if not swapped and shape_of(node) == shape:
             return node
     return None
 
@@ -88,16 +112,21 @@ def grid_offsets(graph: ExportedGraph, sampler: fx.Node):
     if mode != BILINEAR or padding_mode != ZEROS or graph.is_dynamic(grid):
         return None
     folded, out_shape = shape_of(data), shape_of(sampler)
-    if folded is None or len(folded) != 4 or folded[1] != 1:
+    if folded is None or len(folded) != 4:
         return None
-    source = _unfolded_source(data, folded)
+    source = _swapped_source(data)
+    swapped = source is not None
+    if not swapped:
+        source = _unfolded_source(data, folded) if folded[1] == 1 else None
     if source is None:
         return None
     n, c, h, w = shape_of(source)
-    sink = _view_sink(sampler, (n, c) + out_shape[2:])
+    sink = _view_sink(sampler, (n, c) + out_shape[2:], swapped)
     if sink is None:
         return None
     grid = graph.value(grid)
+    if not bool(grid.isfinite().all()):
+        return None  # NaN/inf sampling positions: grid_sample's own semantics
     px, py = _pixels(grid[..., 0], w, align_corners), _pixels(grid[..., 1], h, align_corners)
     found = _stride_padding((h, w), out_shape[2:], px, py)
     if found is None:
@@ -106,7 +135,7 @@ def grid_offsets(graph: ExportedGraph, sampler: fx.Node):
     dy, dx = _translation(py, stride, padding, 1), _translation(px, stride, padding, 2)
     if dy is None or dx is None:
         return None
-    offsets = torch.stack([dy, dx], 1).view(n, c, 2)  # batch row b = n * C + c
+    offsets = torch.stack([dy, dx], 1).view(1 if swapped else n, c, 2)  # batch row b = c, or n * C + c
     if float((offsets - offsets[:1]).abs().max()) > TOLERANCE:
         return None  # the same channel moves differently in different images
     return source, sink, offsets.mean(0).to(torch.float32), stride, padding

@@ -4,16 +4,20 @@ Handled ops (map keys drop the namespace, so ``ecnn::shift2d`` and ``torchshifts
 ``"shift2d.default"`` and are told apart by ``node.target.namespace``):
 
 * ``ecnn::shift2d / sparse_shift2d / active_shift2d``: our ``tvm_ecnn.nn`` modules;
-* ``torchshifts::shift2d(input, weights[C, 2], padding_mode, active_flag)``: the third-party
-  package's op, if registered. Its weights displace the content (``out[i] = in[i - w]``), so our
-  offsets are ``-weights``; non-active weights are rounded half-to-even like ``torch.round``.
-  Padding modes zeros and periodic are supported (border/reflect/symmetric are not);
+* ``torchshifts::shift2d`` in both of its schemas (``(input, weights[C, 2], padding_mode,
+  active_flag)`` up to 2.3, ``(input, weights, borders, padding_mode, active_flag)`` from 2.5) and
+  ``ecnn_import::torchshifts_shift2d``, which tracing a model that uses the package produces
+  (``torchshifts.py``, with its semantics). Integer offsets are ``-round(weights)``, active ones
+  ``weights - 2 * floor(weights)``; ``borders`` crops the output. Padding modes zeros and periodic
+  are supported (border/reflect/symmetric are not);
 * ``ecnn_import::int_shift2d / bilinear_shift2d``: what the torch-side recognisers produce;
 * ``aten::grid_sampler_2d``: TVM 0.27 passes torch's ``(N, H, W, 2)`` grid where Relax expects
   ``(N, 2, H, W)`` (notes bug E); this converter transposes it.
 
 Every integer table goes through one helper, which prefers ``shift2d`` when the table is a
-grouped one and falls back to ``sparse_shift2d`` with an int32 offsets constant.
+grouped one and falls back to ``sparse_shift2d`` with an int32 offsets constant. Constant offsets
+are checked first: NaN, infinity or a magnitude of 2**31 or more raises a ``ValueError`` naming
+the layer and the argument (they would wrap in int32).
 """
 from __future__ import annotations
 
@@ -23,13 +27,15 @@ from torch import fx
 from tvm import relax
 
 import relay_ops
-from tvm_ecnn.compiler_pass.fx_graph import ExportedGraph, module_path
+from tvm_ecnn.compiler_pass.fx_graph import ExportedGraph, module_path, module_type
 from tvm_ecnn.compiler_pass.shift_tables import channels_moved, match_grouped
 from tvm_ecnn.nn.offsets import grouped_shift_offsets
 
 from .report import RewriteReport
+from .torchshifts import PADDING_MODES as TORCHSHIFTS_MODES, crop_window
 
 TORCHSHIFTS_PADDING = {0: "zeros", 2: "circular"}
+OFFSET_LIMIT = 2**31  # offsets become int32 (table entries, bilinear corner indices)
 GRID_METHODS = {0: "bilinear", 1: "nearest", 2: "bicubic"}
 GRID_PADDING = {0: "zeros", 1: "border", 2: "reflection"}
 
@@ -38,11 +44,24 @@ def _namespace(node: fx.Node) -> str:
     return getattr(node.target, "namespace", "aten")
 
 
+def shape_hw(node: fx.Node) -> tuple[int, int]:
+    return tuple(int(d) for d in node.meta["val"].shape[2:])
+
+
+def _torchshifts_args(node: fx.Node) -> tuple:
+    """``(input, weights, borders, padding_mode, active_flag)`` of any torchshifts schema (``borders``: ints or a node)."""
+    if len(node.args) == 4:  # torchshifts <= 2.3
+        x, weights, padding_mode, active = node.args
+        return x, weights, [], padding_mode, active
+    return tuple(node.args)
+
+
 class ShiftConverters:
     """Converters bound to one exported graph (for constant offsets) and one report."""
 
     OWNED = {  # map key -> (namespaces whose op of that name we convert, converter method)
         "shift2d.default": (("ecnn", "torchshifts"), "_shift2d"),
+        "torchshifts_shift2d.default": (("ecnn_import",), "_torchshifts_shift2d"),
         "sparse_shift2d.default": (("ecnn",), "_sparse_shift2d"),
         "active_shift2d.default": (("ecnn",), "_active_shift2d"),
         "int_shift2d.default": (("ecnn_import",), "_int_shift2d"),
@@ -67,16 +86,17 @@ class ShiftConverters:
             return f"no converter for {namespace}::{name} (the map key is shared with {self.OWNED[name][0]})"
         if name == "sparse_shift2d.default" and self.graph.is_dynamic(node.args[1]):
             return "the sparse shift needs constant offsets (they depend on the model's inputs here)"
-        if namespace == "torchshifts":
+        if namespace == "torchshifts" or name == "torchshifts_shift2d.default":
             return self._torchshifts_unsupported(node)
         return None
 
     def _torchshifts_unsupported(self, node: fx.Node) -> str | None:
-        _, weights, padding_mode, active = node.args
+        _, weights, borders, padding_mode, active = _torchshifts_args(node)
         if padding_mode not in TORCHSHIFTS_PADDING:
-            return f"torchshifts padding_mode {padding_mode} (only 0 zeros and 2 periodic are supported)"
-        if self.graph.is_dynamic(weights):
-            return "torchshifts weights must be constant"
+            mode = TORCHSHIFTS_MODES.get(padding_mode, "unknown")
+            return f"torchshifts padding_mode {padding_mode} ({mode}; only 0 zeros and 2 periodic are supported)"
+        if self.graph.is_dynamic(weights) or self.graph.is_dynamic(borders):
+            return "torchshifts weights and borders must be constant"
         if TORCHSHIFTS_PADDING[padding_mode] == "circular":
             if active:
                 return "active torchshifts shift with periodic padding (bilinear shifts zero-pad only)"
@@ -86,6 +106,21 @@ class ShiftConverters:
         return None
 
     # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _offsets(node: fx.Node, argument: str, values) -> np.ndarray:
+        """Constant offsets ``values`` of ``node``'s ``argument`` as a float64 ``[C, 2]`` table,
+        refused when they cannot be int32 pixel offsets."""
+        table = np.asarray(torch.as_tensor(values).detach().to(torch.float64)).reshape(-1, 2)
+        bad = ~np.isfinite(table) | (np.abs(table) >= OFFSET_LIMIT)
+        if bad.any():
+            channel, axis = (int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{module_path(node) or '<model>'} ({module_type(node)}): {argument} of channel {channel} "
+                f"({'dy' if axis == 0 else 'dx'}) is {table[channel, axis]}; shift offsets must be finite and "
+                f"smaller than 2**31 in magnitude"
+            )
+        return table
+
     def _emit(self, node: fx.Node, importer, call: relax.Expr, moved: int, default_pattern: str) -> relax.Var:
         var = importer.block_builder.emit(call)
         pattern = node.meta.get("ecnn_pattern", default_pattern)
@@ -111,7 +146,7 @@ class ShiftConverters:
         return self._emit(node, importer, call, moved, pattern)
 
     def _torchshifts_table(self, node: fx.Node) -> np.ndarray:
-        return -torch.round(self.graph.value(node.args[1])).to(torch.int64).numpy()
+        return -np.round(self._offsets(node, "weights", self.graph.value(_torchshifts_args(node)[1]))).astype(np.int64)
 
     # ------------------------------------------------------------------ converters
     def _shift2d(self, node: fx.Node, importer) -> relax.Var:
@@ -124,34 +159,50 @@ class ShiftConverters:
         return self._emit(node, importer, call, moved, "ecnn::shift2d")
 
     def _sparse_shift2d(self, node: fx.Node, importer) -> relax.Var:
-        table = torch.round(self.graph.value(node.args[1])).to(torch.int64)  # half-to-even, like the op
+        table = np.round(self._offsets(node, "offsets", self.graph.value(node.args[1])))  # half-to-even, like the op
         return self._emit_int_shift(node, importer, table, "zeros", "ecnn::sparse_shift2d")
 
     def _active_shift2d(self, node: fx.Node, importer) -> relax.Var:
         _, offsets, stride, padding = node.args
         channels = int(node.args[0].meta["val"].shape[1])
-        moved = channels if self.graph.is_dynamic(offsets) else channels_moved(self.graph.value(offsets).detach())
+        if self.graph.is_dynamic(offsets):
+            moved = channels
+        else:
+            moved = channels_moved(self._offsets(node, "offsets", self.graph.value(offsets)))
         return self._emit_active_shift(node, importer, importer.env[offsets], moved, stride, padding, "ecnn::active_shift2d")
 
     def _torchshifts_shift2d(self, node: fx.Node, importer) -> relax.Var:
-        _, weights, padding_mode, active = node.args
+        x, weights, borders, padding_mode, active = _torchshifts_args(node)
         if not active:
             table = self._torchshifts_table(node)
-            return self._emit_int_shift(node, importer, table, TORCHSHIFTS_PADDING[padding_mode], "torchshifts::shift2d")
-        offsets = -self.graph.value(weights).detach().numpy()
-        return self._emit_active_shift(
-            node, importer, relax.const(offsets), channels_moved(offsets), 1, 0, "torchshifts::shift2d"
-        )
+            var = self._emit_int_shift(node, importer, table, TORCHSHIFTS_PADDING[padding_mode], "torchshifts::shift2d")
+        else:  # samples at i - floor(w) + (w - floor(w)), see torchshifts.py
+            w = self._offsets(node, "weights", self.graph.value(weights))
+            offsets = (w - 2 * np.floor(w)).astype(str(node.meta["val"].dtype).removeprefix("torch."))
+            var = self._emit_active_shift(
+                node, importer, relax.const(offsets), channels_moved(offsets), 1, 0, "torchshifts::shift2d"
+            )
+        top, bottom, left, right = crop_window(self._borders(borders), *shape_hw(x))
+        if (top, left, bottom, right) == (0, 0, *shape_hw(x)):
+            return var
+        return importer.block_builder.emit(relax.op.strided_slice(var, [2, 3], [top, left], [bottom, right]))
+
+    def _borders(self, borders) -> list[int]:
+        """``borders`` as the flat ints the package reads (a tensor argument is truncated to int)."""
+        if isinstance(borders, fx.Node):
+            return [int(b) for b in self.graph.value(borders).to(torch.int32).flatten().tolist()]
+        return list(borders)
 
     def _int_shift2d(self, node: fx.Node, importer) -> relax.Var:
         _, offsets, padding_mode = node.args
-        return self._emit_int_shift(node, importer, offsets, padding_mode, "int-shift")
+        return self._emit_int_shift(node, importer, self._offsets(node, "offsets", offsets), padding_mode, "int-shift")
 
     def _bilinear_shift2d(self, node: fx.Node, importer) -> relax.Var:
         _, offsets, stride, padding = node.args
         dtype = node.meta["val"].dtype
-        table = torch.tensor(offsets, dtype=dtype).view(-1, 2).numpy()
-        return self._emit_active_shift(node, importer, relax.const(table), channels_moved(table), stride, padding, "bilinear-shift")
+        table = self._offsets(node, "grid", offsets).astype(str(dtype).removeprefix("torch."))
+        moved = channels_moved(table)
+        return self._emit_active_shift(node, importer, relax.const(table), moved, stride, padding, "bilinear-shift")
 
     @staticmethod
     def _grid_sampler_2d(node: fx.Node, importer) -> relax.Var:

@@ -7,8 +7,9 @@ Pipeline (``import_pipeline``; one list, each stage takes the previous stage's r
    exported graph, not on Relax, because there constants (weights, index tensors, grids) can be
    evaluated with torch and a candidate subgraph can be *run* on probes: recognition then follows
    what the code computes, not how it was spelled (see ``compiler_pass/fx_graph.py``);
-3. conversion to Relax with ``custom_convert_map`` (``converters.py``), after checking that every
-   op can be converted (one error lists all that cannot, with their torch module paths);
+3. conversion to Relax with ``custom_convert_map`` (``converters.py``; ``index_converters.py``
+   replaces TVM's indexing converters, which read out of bounds on negative indices), after
+   checking that every op can be converted (one error lists all that cannot, with their torch module paths);
 4. Relax passes: BatchNorm folding, then shift + 1x1 conv (+ epilogue) fusion (``fuse=True``).
 
 ``main`` takes the model's inputs; weights are bound as constants unless
@@ -27,13 +28,17 @@ from tvm.relax.frontend.torch.exported_program_translator import ExportedProgram
 from tvm_ecnn.compiler_pass import (
     FoldBatchNorm,
     FuseShiftConv,
+    fold_constant_checks,
     recognize_data_movement_shifts,
     recognize_grid_sample_shift,
     recognize_onehot_dwconv,
 )
 from tvm_ecnn.compiler_pass.fx_graph import ExportedGraph, module_path, module_type
 
+from . import torchshifts
 from .converters import ShiftConverters
+from .eager_check import warn_if_export_differs
+from .index_converters import IndexConverters
 from .report import RewriteReport
 
 EXPORT_HINT = (
@@ -59,20 +64,27 @@ class UnsupportedOperatorError(NotImplementedError):
         super().__init__(f"cannot import {len(ops)} operator(s) of the model:\n" + "\n".join(lines))
 
 
-def export(model, example_inputs) -> ExportedProgram:
-    """``model`` as a core-ATen ExportedProgram; an ExportedProgram is used as given (then decomposed)."""
+def export(model, example_inputs, check_eager: bool = False) -> ExportedProgram:
+    """``model`` as a core-ATen ExportedProgram; an ExportedProgram is used as given (then decomposed).
+
+    ``check_eager``: warn when the program and eager PyTorch disagree on ``example_inputs``.
+    """
     if isinstance(model, ExportedProgram):
         return model.run_decompositions()
     args = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     was_training = model.training
     model.eval()
     try:
-        program = torch.export.export(model, args, strict=False)
-    except Exception as error:
-        raise ExportError(f"torch.export failed for {type(model).__name__}: {error}\n\n{EXPORT_HINT}") from error
+        try:
+            with torchshifts.routed():  # the third-party package's composite op cannot be traced as it is
+                program = torch.export.export(model, args, strict=False).run_decompositions()
+        except Exception as error:
+            raise ExportError(f"torch.export failed for {type(model).__name__}: {error}\n\n{EXPORT_HINT}") from error
+        if check_eager:  # on the decomposed program: in-place ops are functionalised only there
+            warn_if_export_differs(model, program, args)
     finally:
         model.train(was_training)
-    return program.run_decompositions()
+    return program
 
 
 class ConvertToRelax:
@@ -86,8 +98,9 @@ class ConvertToRelax:
         self.keep_params_as_input = keep_params_as_input
 
     def __call__(self, ep: ExportedProgram) -> IRModule:
-        converters = ShiftConverters(ExportedGraph(ep), self.report)
-        custom = converters.convert_map()
+        graph = ExportedGraph(ep)
+        converters = ShiftConverters(graph, self.report)
+        custom = {**IndexConverters(graph).convert_map(), **converters.convert_map()}
         importer = ExportedProgramImporter()
         check_convertible(ep.graph, set(importer.convert_map) | set(custom), converters)
         mod = importer.from_exported_program(ep, self.keep_params_as_input, True, False, custom)
@@ -115,6 +128,7 @@ def import_pipeline(report: RewriteReport, *, fuse: bool = True, keep_params_as_
     """The stages of ``from_torch`` after export, in order."""
     return [
         # on the exported torch graph
+        fold_constant_checks,  # torch.linalg.inv's error check on constants (kornia's warp_affine)
         recognize_data_movement_shifts,  # pad+slice+cat, slice assignment, roll, indexing
         recognize_onehot_dwconv,  # depthwise conv with one-hot kernels
         recognize_grid_sample_shift,  # grid_sample on a per-channel translation grid
@@ -132,17 +146,21 @@ def from_torch(
     fuse: bool = True,
     keep_params_as_input: bool = False,
     with_report: bool = False,
+    check_eager: bool = True,
 ):
     """Import ``model`` (an ``nn.Module`` or a ``torch.export.ExportedProgram``) into Relax.
 
     Returns the ``tvm.IRModule``; with ``with_report=True`` returns ``(mod, RewriteReport)``,
     the report listing each rewritten site (pattern, torch module path, channels moved).
     ``fuse=False`` keeps shifts as standalone ``R.ecnn.*`` ops and BatchNorm unfolded.
+    ``check_eager`` (one extra forward in eager and in the exported program) warns with a
+    ``UserWarning`` when the two disagree on ``example_inputs``: the compiled model follows the
+    exported program.
     Raises ``ExportError`` when ``torch.export`` fails and ``UnsupportedOperatorError`` when
     some op cannot be converted.
     """
     report = RewriteReport()
-    program = export(model, example_inputs)
+    program = export(model, example_inputs, check_eager)
     for stage in import_pipeline(report, fuse=fuse, keep_params_as_input=keep_params_as_input):
         program = stage(program)
     return (program, report) if with_report else program
