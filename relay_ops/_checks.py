@@ -1,6 +1,8 @@
 """Validation shared by the ecnn operators: every error names the op and the argument."""
 from __future__ import annotations
 
+import numpy as np
+import tvm
 from tvm import relax
 
 from .shift_index import LAYOUTS
@@ -28,6 +30,8 @@ def activation_shape(op: str, arg: str, expr, layout: str) -> list[int]:
     if layout not in LAYOUTS:
         fail(op, "layout", f"must be one of {LAYOUTS}, got {layout!r}")
     shape = static_shape(op, arg, tensor_type(op, arg, expr))
+    if 0 in shape:
+        fail(op, arg, f"has an empty dimension (zero channels or pixels): shape {shape}")
     if layout == "NCHW4c":
         if len(shape) != 5 or shape[4] != 4:
             fail(op, arg, f"must be 5-D NCHW4c [N, C/4, H, W, 4], got shape {shape}")
@@ -51,6 +55,40 @@ def offsets_table(op: str, expr, num_channels: int, dtypes: tuple[str, ...]) -> 
     if ty.dtype not in dtypes:
         fail(op, "offsets", f"dtype must be one of {dtypes}, got {ty.dtype}")
     return ty.dtype
+
+
+def constant_value(expr) -> np.ndarray | None:
+    """The value of a constant operand, ``None`` for a runtime tensor (checked only when known)."""
+    if not isinstance(expr, tvm.ir.expr.GenericConst):
+        return None
+    return expr.value.numpy()
+
+
+def finite_offsets(op: str, expr, bound: float | None = None) -> None:
+    """A constant float offsets table must be finite (and below ``bound`` in magnitude)."""
+    table = constant_value(expr)
+    if table is None:
+        return
+    table = table.astype("float64")
+    if not np.isfinite(table).all():
+        fail(op, "offsets", f"must be finite, got {table[~np.isfinite(table)][:4].tolist()} (NaN/inf offsets)")
+    if bound is not None and (np.abs(table) >= bound).any():
+        fail(op, "offsets", f"int8 offsets must satisfy |offset| < {bound}, got max {np.abs(table).max()}")
+
+
+def int32_offsets(op: str, expr) -> None:
+    """A constant integer offsets table must fit int32, the offsets' documented range (the in-place kernel
+    indexes in int32: an int64 table would wrap there)."""
+    table = constant_value(expr)
+    limit = np.iinfo("int32").max
+    if table is not None and table.size and np.abs(table.astype("int64")).max() > limit:
+        fail(op, "offsets", f"must fit int32 (|offset| <= {limit}), got {table.flat[np.abs(table).argmax()]}")
+
+
+def quantized_only(op: str, dtype: str, attrs: dict) -> None:
+    """A zero point belongs to int8 tensors only."""
+    if attrs.get("zero_point", 0) and dtype != "int8":
+        fail(op, "zero_point", f"a zero point needs an int8 tensor, got {dtype}")
 
 
 def positive_int(op: str, arg: str, value, minimum: int = 1) -> int:

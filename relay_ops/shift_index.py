@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from tvm import tirx
 
+from . import quant
+
 LAYOUTS = ("NCHW", "NCHW4c")
 
 
@@ -27,13 +29,16 @@ def channels(x, layout: str):
     return x.shape[1] * 4 if layout == "NCHW4c" else x.shape[1]
 
 
-def shifted_load(x, n, c, h, w, layout: str, padding_mode: str = "zeros"):
-    """``x[n, c, h, w]`` with zero (or circular) padding outside the image."""
+def shifted_load(x, n, c, h, w, layout: str, padding_mode: str = "zeros", fill: int = 0):
+    """``x[n, c, h, w]`` with zero (or circular) padding outside the image.
+
+    ``fill`` is what "zero" is: the zero point of a quantized ``x`` (the real value 0), else 0.
+    """
     height, width = spatial_shape(x, layout)
     if padding_mode == "circular":
         return load(x, n, c, tirx.floormod(h, height), tirx.floormod(w, width), layout)
     inside = tirx.all(h >= 0, h < height, w >= 0, w < width)
-    return tirx.if_then_else(inside, load(x, n, c, h, w, layout), tirx.const(0, x.dtype))
+    return tirx.if_then_else(inside, load(x, n, c, h, w, layout), tirx.const(fill, x.dtype))
 
 
 def grouped_offsets(c, num_channels: int, kernel_size: int, dilation: int, mapping: str):
@@ -57,13 +62,19 @@ def grouped_offsets(c, num_channels: int, kernel_size: int, dilation: int, mappi
     return dy, dx
 
 
-def bilinear_load(x, n, c, h, w, offsets, layout: str):
+def bilinear_load(x, n, c, h, w, offsets, layout: str, zero_point: int = 0):
     """Bilinear sample of channel ``c`` at ``(h + dy_c, w + dx_c)``, corners zero outside.
 
     ``offsets`` is a float ``[C, 2]`` tensor of ``(dy, dx)``; ``h``/``w`` already include stride
-    and padding. The weights follow the reference ASL kernel (floor, four corners).
+    and padding. The weights follow the reference ASL kernel (floor, four corners). int8 ``x``:
+    fixed-point weights (``quant.bilinear_int8``), corners ``zero_point`` outside.
     """
     dtype = x.dtype
+    if dtype == "int8":
+        (iy, fy), (ix, fx) = quant.offset_fixed_point(offsets[c, 0]), quant.offset_fixed_point(offsets[c, 1])
+        h0, w0 = h + iy.astype("int64"), w + ix.astype("int64")
+        return quant.bilinear_int8(lambda dh, dw: shifted_load(x, n, c, h0 + dh, w0 + dw, layout, fill=zero_point),
+                                   fy, fx)
     oy, ox = offsets[c, 0].astype(dtype), offsets[c, 1].astype(dtype)
     fy, fx = tirx.floor(oy), tirx.floor(ox)
     ay, ax = oy - fy, ox - fx

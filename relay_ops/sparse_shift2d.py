@@ -13,17 +13,24 @@ import numpy as np
 import tvm
 from tvm import relax, te
 
-from . import _checks, shift_index
+from . import _checks, quant, shift_index
 from ._registry import attrs_of, call, register_op
 
 NAME = "sparse_shift2d"
 OFFSET_DTYPES = ("int32", "int64")
 
 
-def sparse_shift2d(x, offsets, layout="NCHW", inplace=False):
-    """``offsets``: integer ``[C, 2]`` of ``(dy, dx)`` (already rounded)."""
+def sparse_shift2d(x, offsets, layout="NCHW", inplace=False, zero_point=0):
+    """``offsets``: integer ``[C, 2]`` of ``(dy, dx)`` (already rounded, within int32).
+
+    int8 ``x`` with ``zero_point``: exact, the border shifts in ``zero_point`` (the real 0).
+    """
     _checks.choice(NAME, "layout", layout, shift_index.LAYOUTS)
-    return call(NAME, [x, offsets], dict(layout=layout, inplace=bool(inplace)))
+    quant.zero_point(NAME, "zero_point", zero_point)
+    attrs = dict(layout=layout, inplace=bool(inplace))
+    if zero_point:  # only when set: float modules print (and compare) as before
+        attrs["zero_point"] = zero_point
+    return call(NAME, [x, offsets], attrs)
 
 
 def _infer(call_node, _bb):
@@ -31,21 +38,20 @@ def _infer(call_node, _bb):
     x, offsets = call_node.args
     _, c, _, _ = _checks.activation_shape(NAME, "x", x, attrs["layout"])
     _checks.offsets_table(NAME, offsets, c, OFFSET_DTYPES)
+    _checks.int32_offsets(NAME, offsets)
+    _checks.quantized_only(NAME, x.ty.dtype, attrs)
     if attrs["inplace"] and (attrs["layout"] != "NCHW" or constant_offsets(offsets) is None):
         _checks.fail(NAME, "inplace", "needs NCHW layout and a constant offsets table")
     return relax.TensorType(x.ty.shape, x.ty.dtype)
 
 
-def constant_offsets(expr) -> np.ndarray | None:
-    if not isinstance(expr, tvm.ir.expr.GenericConst):
-        return None
-    return expr.value.numpy()
+constant_offsets = _checks.constant_value
 
 
-def compute(x, offsets, layout):
+def compute(x, offsets, layout, zero_point=0):
     def f(n, c, h, w):
         dy, dx = shift_index.table_offsets(offsets, c)
-        return shift_index.shifted_load(x, n, c, h + dy, w + dx, layout)
+        return shift_index.shifted_load(x, n, c, h + dy, w + dx, layout, fill=zero_point)
 
     if layout == "NCHW4c":
         return te.compute(x.shape, lambda n, co, h, w, ci: f(n, co * 4 + ci, h, w), name=NAME, attrs={"ecnn_op": NAME})
@@ -64,28 +70,31 @@ def ecnn_sparse_shift2d_inplace(x: T.Buffer(({N}, {C}, {H}, {W}), "{dtype}"),
             hs = h + off[m, 0]
             ws = w + off[m, 1]
             x[n, chan[m], h, w] = T.if_then_else(
-                0 <= hs and hs < {H} and 0 <= ws and ws < {W}, x[n, chan[m], hs, ws], T.Cast("{dtype}", 0))
+                0 <= hs and hs < {H} and 0 <= ws and ws < {W}, x[n, chan[m], hs, ws], T.Cast("{dtype}", {fill}))
 """
 
 
-def inplace_prim_func(shape, dtype: str, moved: int) -> tvm.tirx.PrimFunc:
+def inplace_prim_func(shape, dtype: str, moved: int, fill: int = 0) -> tvm.tirx.PrimFunc:
     """Serial per (n, moved channel): rows run towards the read side, so reads precede writes."""
     n, c, h, w = shape
-    source = _INPLACE_TEMPLATE.format(N=n, C=c, H=h, W=w, M=moved, dtype=dtype)
+    source = _INPLACE_TEMPLATE.format(N=n, C=c, H=h, W=w, M=moved, dtype=dtype, fill=fill)
     return tvm.script.from_source(source)
 
 
 def _legalize(bb, call_node):
     x, offsets = call_node.args
     attrs = attrs_of(call_node)
+    fill = attrs.get("zero_point", 0)
     if not attrs["inplace"]:
-        return bb.call_te(compute, x, offsets, layout=attrs["layout"], primfunc_name_hint="ecnn_" + NAME)
-    table = constant_offsets(offsets).astype("int32")
+        return bb.call_te(compute, x, offsets, layout=attrs["layout"], zero_point=fill, primfunc_name_hint="ecnn_" + NAME)
+    shape = [int(d) for d in x.ty.shape.values]
+    # an offset beyond the image empties the channel whatever its size: clamp so h + offset cannot wrap int32
+    size = max(shape[2:])
+    table = np.clip(constant_offsets(offsets).astype("int64"), -size, size).astype("int32")
     moved = np.flatnonzero(np.any(table != 0, axis=1)).astype("int32")
     if moved.size == 0:
         return x
-    shape = [int(d) for d in x.ty.shape.values]
-    func = bb.add_func(inplace_prim_func(shape, x.ty.dtype, moved.size), "ecnn_sparse_shift2d_inplace")
+    func = bb.add_func(inplace_prim_func(shape, x.ty.dtype, moved.size, fill), "ecnn_sparse_shift2d_inplace")
     return relax.call_tir_inplace(
         func, [x, relax.const(moved), relax.const(table[moved])], inplace_indices=[0], out_ty=x.ty
     )

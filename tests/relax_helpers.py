@@ -19,6 +19,18 @@ def build_module(fn, input_types):
     return bb.get()
 
 
+def multi_function_module(cases: dict) -> tvm.IRModule:
+    """One function per case, ``{name: (make, x, reference)}``: one build and one upload for many kernels."""
+    bb = relax.BlockBuilder()
+    for name, (make, x, _) in cases.items():
+        v = relax.Var("x", relax.TensorType(x.shape, str(x.dtype)))
+        with bb.function(name, [v]):
+            with bb.dataflow():
+                out = bb.emit_output(make(v))
+            bb.emit_func_output(out)
+    return bb.get()
+
+
 def run_module(mod, *arrays, target=HOST):
     ex = tvm.compile(mod, target, relax_pipeline=relax.get_default_pipeline(target))
     vm = relax.VirtualMachine(ex, tvm.cpu())

@@ -11,6 +11,7 @@ import torch
 import tvm
 import tvm_ffi
 from relax_helpers import build_module, run_module
+from test_int8_ops import INT8_CASES
 from tvm import relax
 from tvm.script import tirx as T
 
@@ -351,3 +352,15 @@ def test_building_for_texture_leaves_the_callers_module_unchanged():
     x = np.random.default_rng(1).standard_normal((1, 8, 7, 10)).astype("float32")
     host = relax.VirtualMachine(pipeline.build(mod, "host"), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_allclose(host, run_module(fresh, x), rtol=1e-4, atol=1e-4)
+
+
+# --- int8 (test_int8_ops.INT8_CASES): the buffer path, bit-exact against the numpy reference ----------------------
+
+
+@pytest.mark.parametrize("name", list(INT8_CASES))
+def test_int8_kernels_on_pocl_are_bit_exact(plugin_lowering, name):
+    make, x, ref = INT8_CASES[name]
+    run = run_on_pocl(build_module(make, [(x.shape, "int8")]), "adreno", {"x0": x})
+    assert all(c.max_abs_err == 0 for c in run.checks), run.checks
+    assert run.outputs.dtype == ref.dtype
+    np.testing.assert_array_equal(run.outputs, ref)

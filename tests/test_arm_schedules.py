@@ -16,8 +16,9 @@ from tvm import relax, rpc
 
 import relay_ops
 import targets
-from reference import active_shift_ref, circular_shift_ref, shift_ref
-from relax_helpers import build_module
+from reference import active_shift_ref, circular_shift_ref, requantize_ref, shift_ref
+from relax_helpers import build_module, multi_function_module
+from test_int8_ops import INT8_CASES, conv_int8_case
 from tvm_ecnn import pipeline
 from tvm_ecnn.device.export import cross_compiler_for
 from tvm_ecnn.nn.offsets import grouped_shift_offsets
@@ -143,8 +144,7 @@ def _conv_ref(x, w, kind, offsets, stride, bias, relu, requant, zp):
     if bias is not None:
         acc = acc + bias[None, :, None, None]
     if requant:
-        q = np.rint(acc.astype(np.float32) * np.float32(requant)).astype(np.int64) + zp
-        return np.clip(q, zp if relu else -128, 127).astype(np.int8)
+        return requantize_ref(acc, [requant] * acc.shape[1], zp, "relu" if relu else "none")
     if relu:
         acc = np.maximum(acc, 0)
     return acc.astype(np.int32 if exact else np.float32)
@@ -219,17 +219,6 @@ NO_DOT_CASES = {
 }
 
 
-def multi_function_module(cases: dict) -> tvm.IRModule:
-    bb = relax.BlockBuilder()
-    for name, (make, x, _) in cases.items():
-        v = relax.Var("x", relax.TensorType(x.shape, str(x.dtype)))
-        with bb.function(name, [v]):
-            with bb.dataflow():
-                out = bb.emit_output(make(v))
-            bb.emit_func_output(out)
-    return bb.get()
-
-
 @pytest.fixture(scope="module")
 def session(device):
     """One RPC session for the module: the tracker has one emulated device, a second request would queue."""
@@ -237,10 +226,11 @@ def session(device):
     return rpc.connect_tracker(host, port).request(key, session_timeout=600)
 
 
-def remote_vm(session, cases, target, tmp_path_factory):
-    """Build every case into one module with tvm_ecnn.pipeline, cross-export, upload, load on the device."""
+def remote_vm(session, cases, target, tmp_path_factory, tag=""):
+    """Build every case into one module with tvm_ecnn.pipeline, cross-export, upload, load on the device
+    (``tag``: a distinct file name per module; re-uploading a loaded ``.so`` kills the server)."""
     ex = pipeline.build(multi_function_module(cases), target)
-    so = tmp_path_factory.mktemp("arm") / f"ecnn_{target.attrs['mcpu'].replace('-', '_')}.so"
+    so = tmp_path_factory.mktemp("arm") / f"ecnn_{target.attrs['mcpu'].replace('-', '_')}{tag}.so"
     ex.export_library(str(so), fcompile=cross_compiler_for(target))
     session.upload(str(so))
     return session, relax.VirtualMachine(session.load_module(so.name), session.cpu())
@@ -275,3 +265,24 @@ def test_on_device_865(dot_device, name):
 @pytest.mark.parametrize("name", list(NO_DOT_CASES))
 def test_on_device_without_dotprod(no_dot_device, name):
     check(no_dot_device, name, NO_DOT_CASES[name])
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# int8 with every epilogue (test_int8_ops.INT8_CASES): sdot kept, bit-exact on the device
+
+
+def test_int8_epilogues_keep_the_sdot_hot_loop():
+    make, x, _ = conv_int8_case("sparse", 64, 32, 16, activation="relu6", x_zp=7, per_channel=True, residual=True)
+    asm = assembly(pipeline.build(build_module(make, [(x.shape, "int8")]), ARM))
+    ops = mnemonics(hot_loop(asm, "sdot"))
+    assert ops["sdot"] == 16 and not ops["smull"]
+
+
+@pytest.fixture(scope="module")
+def int8_device(session, tmp_path_factory):
+    return remote_vm(session, INT8_CASES, ARM, tmp_path_factory, tag="_int8")
+
+
+@pytest.mark.parametrize("name", list(INT8_CASES))
+def test_int8_on_device_865_bit_exact(int8_device, name):
+    check(int8_device, name, INT8_CASES[name])

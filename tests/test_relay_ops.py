@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from tvm import relax
 
 import relay_ops
-from reference import active_shift_ref, circular_shift_ref, shift_ref
+from reference import active_shift_ref, circular_shift_ref, requantize_ref, shift_ref
 from relax_helpers import build_module, from_nchw4c, run_module, run_op, to_nchw4c
 from tvm_ecnn.nn import ActiveShift2d, Shift2d, SparseShift2d
 from tvm_ecnn.nn.offsets import grouped_shift_offsets
@@ -171,8 +171,7 @@ def test_shift_conv2d_int8_is_exact(kind, requant):
     shifted = x if kind == "none" else shift_ref(x, grouped_shift_offsets(16) if kind == "grouped" else offsets)
     acc = np.einsum("nchw,oc->nohw", shifted.astype(np.int64), w[:, :, 0, 0].astype(np.int64)) + b[None, :, None, None]
     if requant:
-        q = np.rint(acc.astype(np.float32) * np.float32(scale)).astype(np.int64) + zp
-        ref = np.clip(q, zp, 127).astype(np.int8)
+        ref = requantize_ref(acc, [scale] * 8, zp, "relu")
     else:
         ref = np.maximum(acc, 0).astype(np.int32)
     assert out.dtype == ref.dtype

@@ -29,7 +29,7 @@ GROUPED, SPARSE, ACTIVE = "relax.ecnn.shift2d", "relax.ecnn.sparse_shift2d", "re
 def shift_arguments(shift: relax.Call) -> tuple[dict, int, int] | None:
     """``(shift_conv2d shift kwargs, shift stride, padding)`` of a fusable shift call, else None."""
     attrs = attrs_of(shift)
-    if attrs["layout"] != "NCHW":
+    if attrs["layout"] != "NCHW" or attrs.get("zero_point", 0):  # quantized shifts fuse via the int8 path only
         return None
     if shift.op.name == GROUPED:
         if attrs["padding_mode"] != "zeros":

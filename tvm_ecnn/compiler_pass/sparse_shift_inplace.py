@@ -34,7 +34,7 @@ class _Rewriter(PyExprMutator):
         if (attrs["inplace"] or attrs["layout"] != "NCHW" or constant_offsets(offsets) is None
                 or not isinstance(x, relax.DataflowVar) or self.dataflow.uses[x] != 1):
             return call
-        return sparse_shift2d(x, offsets, layout="NCHW", inplace=True)
+        return sparse_shift2d(x, offsets, layout="NCHW", inplace=True, zero_point=attrs.get("zero_point", 0))
 
 
 @tvm.transform.module_pass(opt_level=0, name="SparseShiftInplace")
