@@ -1,15 +1,18 @@
 #!/usr/bin/env python
 """Run a compiled model (.so) here or on an RPC device: outputs, error against PyTorch, latency.
 
-    python scripts/run.py shiftresnet20-host.so --input-shape 1,3,32,32
+    python scripts/run.py shiftresnet20-host.so                                      # random input of its shape
+    python scripts/run.py old.so --input-shape 1,3,32,32                            # a .so built before metadata
     python scripts/run.py net.so --inputs x.npz --model net.pt2                     # max error vs PyTorch eager
     python scripts/run.py net-adreno.so --model shiftresnet20 --rpc-tracker 127.0.0.1:9190 --rpc-key sd865 \\
         --device opencl
 
-Inputs come from --inputs (an .npz, arrays in saved order) or are random normal with --input-shape (default: the
---model's). --model takes what scripts/compile.py takes; a zoo model gets the random weights scripts/compile.py
-gives it for the same --seed (a .pt2 carries its own).
-Exit status 2 for bad arguments, 1 when the file or device cannot be used.
+Inputs come from --inputs (an .npz, arrays in saved order) or are random normal of --input-shape, else of the
+shapes and dtypes the .so records (scripts/compile.py embeds them), else of the --model's. --model takes what
+scripts/compile.py takes; a zoo model gets the random weights scripts/compile.py gives it for the same --seed (a .pt2
+carries its own). The .so is checked before it is loaded (truncated, corrupt, another architecture: a message, not
+a crash), and inputs against what it takes.
+Exit status 2 for bad arguments or files, 1 when the device or runtime cannot be used.
 """
 from __future__ import annotations
 
@@ -20,17 +23,33 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-from compile import parse_shape  # noqa: E402  (scripts/ is on sys.path when run as a script)
+from compile import at_least, parse_shape  # noqa: E402  (scripts/ is on sys.path when run as a script)
 
 
-def _inputs(args, model_shape) -> list[np.ndarray]:
+def _inputs(args, loaded, model_shape) -> list[np.ndarray]:
     if args.inputs:
-        with np.load(args.inputs) as data:
-            return [data[name] for name in data.files]
-    shape = args.input_shape or model_shape
-    if shape is None:
-        raise ValueError("give --inputs, --input-shape or --model to know what to feed the model")
-    return [np.random.default_rng(args.seed).standard_normal(shape, dtype="float32")]
+        return _read_inputs(args.inputs)
+    rng = np.random.default_rng(args.seed)
+    if args.input_shape or not loaded.inputs:
+        shape = args.input_shape or model_shape
+        if shape is None:
+            raise ValueError(f"{args.path} does not record its inputs (built before scripts/compile.py embedded "
+                             "them): give --inputs, --input-shape or --model")
+        return [rng.standard_normal(shape, dtype="float32")]
+    return [rng.standard_normal(spec.example_shape()).astype(spec.dtype) for spec in loaded.inputs]
+
+
+def _read_inputs(path: str) -> list[np.ndarray]:
+    """The arrays of an .npz (in saved order) or a single .npy, as a ValueError naming --inputs when unreadable."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else "not an .npz or .npy file"
+        raise ValueError(f"--inputs {path}: cannot read it ({reason})") from None
+    if isinstance(data, np.ndarray):
+        return [data]
+    with data:
+        return [data[name] for name in data.files]
 
 
 def _torch_outputs(model, inputs) -> list[np.ndarray]:
@@ -50,15 +69,17 @@ def _summary(i: int, a: np.ndarray) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("path", help="the compiled .so (scripts/compile.py)")
-    parser.add_argument("--inputs", help=".npz with the input arrays, in order")
-    parser.add_argument("--input-shape", type=parse_shape, help="random float32 input of this shape, e.g. 1,3,32,32")
+    parser.add_argument("--inputs", help=".npz with the input arrays, in order (or one .npy)")
+    parser.add_argument("--input-shape", type=parse_shape,
+                        help="random float32 input of this shape, e.g. 1,3,32,32 (default: what the .so records)")
     parser.add_argument("--model", help="the source model to compare with (zoo name, .pt2 or module:callable)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random input and of a zoo model's weights")
+    parser.add_argument("--seed", type=at_least(0), default=0,
+                        help="seed of the random input and of a zoo model's weights")
     parser.add_argument("--rpc-tracker", metavar="HOST:PORT", help="run on a device of this RPC tracker")
     parser.add_argument("--rpc-key", help="the device's key at the tracker")
     parser.add_argument("--device", default="cpu", choices=["cpu", "opencl"])
-    parser.add_argument("--number", type=int, default=10, help="runs averaged per measurement (default: 10)")
-    parser.add_argument("--repeat", type=int, default=5, help="measurements (default: 5)")
+    parser.add_argument("--number", type=at_least(1), default=10, help="runs averaged per measurement (default: 10)")
+    parser.add_argument("--repeat", type=at_least(1), default=5, help="measurements (default: 5)")
     args = parser.parse_args(argv)
     if bool(args.rpc_tracker) != bool(args.rpc_key):
         parser.error("--rpc-tracker and --rpc-key go together")
@@ -67,18 +88,18 @@ def main(argv=None) -> int:
 
     try:
         model = shape = None
+        if args.rpc_tracker:
+            loaded = runtime.upload_and_load(args.path, args.rpc_tracker, args.rpc_key, device=args.device)
+        else:
+            loaded = runtime.load(args.path, device=args.device)
         if args.model:
             import torch
 
             from tvm_ecnn.deploy import load_model
 
-            model, shape, _name = load_model(args.model, args.input_shape, seed=args.seed)
+            recorded = loaded.inputs[0].example_shape() if loaded.inputs and not args.inputs else None
+            model, shape, _name = load_model(args.model, args.input_shape or recorded, seed=args.seed)
             model = model.module() if isinstance(model, torch.export.ExportedProgram) else model.float().eval()
-        inputs = _inputs(args, shape)
-        if args.rpc_tracker:
-            loaded = runtime.upload_and_load(args.path, args.rpc_tracker, args.rpc_key, device=args.device)
-        else:
-            loaded = runtime.load(args.path, device=args.device)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -87,11 +108,21 @@ def main(argv=None) -> int:
         return 1
 
     with loaded:
-        outputs = loaded.run(*inputs)
+        try:
+            inputs = _inputs(args, loaded, shape)
+            outputs = loaded.run(*inputs)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         for i, out in enumerate(outputs):
             print(_summary(i, out))
         if model is not None:
-            expected = _torch_outputs(model, inputs)
+            try:
+                expected = _torch_outputs(model, inputs)
+            except (RuntimeError, ValueError, TypeError) as error:
+                print(f"error: --model {args.model} does not take these inputs: {str(error).splitlines()[0]}",
+                      file=sys.stderr)
+                return 2
             if [o.shape for o in outputs] != [e.shape for e in expected]:
                 print(f"outputs do not match PyTorch's: {[o.shape for o in outputs]} vs {[e.shape for e in expected]}")
             else:

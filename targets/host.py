@@ -22,7 +22,12 @@ def host_triple() -> str:
 def host_arch() -> str:
     """``"x86_64"`` or ``"aarch64"`` (other architectures as LLVM names them): decides whether aarch64 code can run
     here natively or needs the emulated device."""
-    arch = host_triple().split("-", 1)[0].lower()
+    return arch_of_triple(host_triple())
+
+
+def arch_of_triple(triple: str) -> str:
+    """The architecture part of an LLVM triple, under the names ELF files use (``arm64`` -> ``aarch64``)."""
+    arch = str(triple).split("-", 1)[0].lower()
     return _ARCH_ALIASES.get(arch, arch)
 
 

@@ -4,15 +4,19 @@
     m = upload_and_load("net.so", "127.0.0.1:9190", "snapdragon865", device="opencl")
     outputs = m.run(x)                                  # list of numpy arrays, whatever the output nesting
     m.benchmark(x, number=10, repeat=5)                 # {"median_ms": ..., "min_ms": ..., "max_ms": ...}
+    m.inputs                                            # [InputSpec(name, shape, dtype)] as compile embedded them
     m.close()                                           # frees the remote device for the next session
 
-Why a wrapper: the Relax VM returns tuples from an RPC device as remote objects without ``.numpy()``, and
-``tvm.runtime.load_module`` on a ``.so`` for another architecture fails with a bare ``dlopen`` error; both are
-handled here once.
+Why a wrapper: the Relax VM returns tuples from an RPC device as remote objects without ``.numpy()``;
+``dlopen`` on a truncated or corrupt ``.so`` dies with SIGBUS/SIGSEGV, and on one for another architecture fails
+with a bare error (over RPC: "No such file or directory"), so files are checked first (``tvm_ecnn.elf``); and a
+wrong input is a ``ValueError`` naming the expected shape and dtype (from the ``.so``'s metadata) rather than a
+check failure from inside the VM. All handled here once.
 """
 from __future__ import annotations
 
 import gc
+import re
 import socket
 import statistics
 import struct
@@ -24,33 +28,26 @@ from tvm import relax, rpc
 from tvm.rpc import base as rpc_base
 
 import targets as _targets
+from targets.host import arch_of_triple
+
+from . import elf
+from . import metadata as _metadata
 
 TRACKER_TIMEOUT_S = 5.0
-# ELF e_machine values (https://refspecs.linuxfoundation.org/elf/gabi4+/ch4.eheader.html) of the CPUs we meet.
-_ELF_MACHINES = {3: "x86", 40: "arm", 62: "x86_64", 183: "aarch64", 243: "riscv64"}
 DEVICE_KINDS = ("cpu", "opencl")
+# What a device whose TVM runtime cannot say (the tvm_rpc app has no LLVM) is assumed to be: every phone we target.
+DEFAULT_DEVICE_ARCH = "aarch64"
 
 
-def elf_arch(path) -> str | None:
-    """The architecture a shared object was built for, or None if the file is not ELF."""
-    with open(path, "rb") as f:
-        header = f.read(20)
-    if len(header) < 20 or header[:4] != b"\x7fELF":
-        return None
-    order = "little" if header[5] == 1 else "big"
-    machine = int.from_bytes(header[18:20], order)
-    return _ELF_MACHINES.get(machine, f"ELF machine {machine}")
-
-
-def _check_loadable_here(path: Path) -> None:
-    arch = elf_arch(path)
-    if arch is None:
-        raise ValueError(f"{path} is not a shared object (no ELF header); export it with "
-                         "scripts/compile.py or executable.export_library('net.so')")
-    if arch != _targets.host_arch():
-        raise RuntimeError(f"{path} is built for {arch}, but this machine is {_targets.host_arch()}: it cannot be "
-                           f"loaded here. Run it on a device instead: scripts/run.py {path} --rpc-tracker HOST:PORT "
-                           "--rpc-key KEY (or tvm_ecnn.runtime.upload_and_load)")
+def _check_loadable(path: Path, arch: str, where: str) -> None:
+    """``ValueError`` before any ``dlopen`` when ``path`` is not a sound shared object for ``arch``."""
+    found = elf.check_shared_object(path)
+    if found == arch:
+        return
+    hint = (f"run it on a device instead: scripts/run.py {path} --rpc-tracker HOST:PORT --rpc-key KEY (or "
+            "tvm_ecnn.runtime.upload_and_load)" if found == DEFAULT_DEVICE_ARCH and where == "this machine" else
+            f"compile it for a target whose host is {arch} (scripts/compile.py --target ...)")
+    raise ValueError(f"{path} is built for {found}, but {where} is {arch}: it cannot be loaded there; {hint}")
 
 
 def _numpy(value) -> list[np.ndarray]:
@@ -61,13 +58,20 @@ def _numpy(value) -> list[np.ndarray]:
 
 
 class Loaded:
-    """A Relax VM over a loaded module on one device (local or remote)."""
+    """A Relax VM over a loaded module on one device (local or remote).
 
-    def __init__(self, lib: tvm.runtime.Module, device: tvm.runtime.Device, session=None, entry: str = "main"):
+    ``inputs`` lists what the model takes (``metadata.InputSpec``: name, shape, dtype) and ``metadata`` what it was
+    built from, as ``scripts/compile.py`` embeds them; both are None for a ``.so`` built without them."""
+
+    def __init__(self, lib: tvm.runtime.Module, device: tvm.runtime.Device, session=None, entry: str = "main",
+                 name: str = "the model"):
         self.device = device
         self.session = session  # keeps the RPC connection, hence the remote module, alive
         self.entry = entry
+        self.name = name
         self.vm = relax.VirtualMachine(lib, device)
+        self.metadata = _metadata.read(self.vm)
+        self.inputs = self.metadata["inputs"] if self.metadata else None
 
     @property
     def num_inputs(self) -> int:
@@ -75,20 +79,42 @@ class Loaded:
 
     def _set_inputs(self, inputs) -> None:
         if len(inputs) != self.num_inputs:
-            raise ValueError(f"{self.entry} takes {self.num_inputs} input(s), got {len(inputs)}")
-        self.vm.set_input(self.entry, *[tvm.runtime.tensor(np.ascontiguousarray(x), self.device) for x in inputs])
+            expected = f": {'; '.join(map(str, self.inputs))}" if self.inputs else ""
+            raise ValueError(f"{self.name} takes {self.num_inputs} input(s), got {len(inputs)}{expected}")
+        arrays = [np.ascontiguousarray(x) for x in inputs]
+        for i, (array, spec) in enumerate(zip(arrays, self.inputs or [], strict=False)):
+            wrong = spec.mismatch(array)
+            if wrong is not None:
+                raise ValueError(f"input {i} ({spec.name}) of {self.name} must be {_metadata.shape_text(spec.shape)} "
+                                 f"{spec.dtype}, got {wrong}")
+        self.vm.set_input(self.entry, *[tvm.runtime.tensor(array, self.device) for array in arrays])
+
+    def _invoke(self, call):
+        """``call()``; TVM's check of an input against the signature (files without metadata) as a ValueError."""
+        try:
+            return call()
+        except (ValueError, RuntimeError) as error:  # "...ErrorContext(fn=main, loc=param[0], param=x, annotation=...)"
+            text = str(error)
+            if "ErrorContext" not in text:
+                raise
+            found = re.search(r"param=(\w+), annotation=(.*?)\)\s+(.*)", text)
+            detail = f"input {found.group(1)} must be {found.group(2)}: {found.group(3)}" if found else text
+            raise ValueError(f"wrong input for {self.name}: {detail}") from None
 
     def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
         """Outputs as numpy arrays (a tuple output becomes several arrays, in order)."""
         self._set_inputs(inputs)
-        self.vm.invoke_stateful(self.entry)
+        self._invoke(lambda: self.vm.invoke_stateful(self.entry))
         return _numpy(self.vm.get_outputs(self.entry))
 
     def benchmark(self, *inputs: np.ndarray, number: int = 10, repeat: int = 5) -> dict[str, float]:
         """Latency in ms over ``repeat`` measurements, each the mean of ``number`` runs (after one warm-up)."""
+        for name, value in (("number", number), ("repeat", repeat)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self._set_inputs(inputs)
         timer = self.vm.time_evaluator("invoke_stateful", self.device, number=number, repeat=repeat)
-        results_ms = [1e3 * float(s) for s in timer(self.entry).results]
+        results_ms = [1e3 * float(s) for s in self._invoke(lambda: timer(self.entry)).results]
         return {"median_ms": statistics.median(results_ms), "min_ms": min(results_ms), "max_ms": max(results_ms)}
 
     def close(self) -> None:
@@ -120,13 +146,39 @@ def load(path, device="cpu") -> Loaded:
     if isinstance(device, rpc.RPCSession):
         return _load_remote(Path(path), device, "cpu")
     path = Path(path)
-    _check_loadable_here(path)
-    return Loaded(tvm.runtime.load_module(str(path)), _device(device))
+    _check_loadable(path, _targets.host_arch(), "this machine")
+    kind = _device(device)
+    try:
+        lib = tvm.runtime.load_module(str(path))
+    except RuntimeError as error:  # what TVM raises for dlopen / deserialisation failures
+        raise RuntimeError(f"cannot load {path}: {_first_line(error)}") from None
+    return Loaded(lib, kind, name=path.name)
+
+
+def _remote_arch(session) -> str:
+    """The device's architecture, from its TVM (a full install has LLVM); else ``DEFAULT_DEVICE_ARCH``."""
+    try:
+        return arch_of_triple(session.get_function("target.llvm_get_system_triple")())
+    except (AttributeError, RuntimeError):
+        return DEFAULT_DEVICE_ARCH
 
 
 def _load_remote(path: Path, session, kind: str) -> Loaded:
+    _check_loadable(path, _remote_arch(session), "the RPC device")
+    device = _device(kind, session)
     session.upload(str(path))
-    return Loaded(session.load_module(path.name), _device(kind, session), session=session)
+    try:
+        lib = session.load_module(path.name)
+    except TimeoutError:
+        raise
+    except RuntimeError as error:
+        raise RuntimeError(f"the RPC device cannot load {path}: {_first_line(error)}") from None
+    return Loaded(lib, device, session=session, name=path.name)
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 # ------------------------------------------------------------------------------------------------------------------
