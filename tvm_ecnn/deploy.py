@@ -32,6 +32,7 @@ from relay_ops._registry import MIXED_PRECISION_FOLLOW
 
 from . import metadata as _metadata
 from . import models as _models
+from .compiler_pass.texture_fallback import texture_fallback
 from .device.errors import ExternalToolError
 from .device.export import cross_compiler_for
 from .frontend import RewriteReport, from_torch
@@ -53,6 +54,7 @@ class CompileResult:
     param_bytes: int
     roofline_ms: float | None
     seconds: dict[str, float] = field(default_factory=dict)
+    texture_fallback: dict[str, int] = field(default_factory=dict)  # op -> calls kept in buffers on a texture target
 
     def summary(self) -> str:
         rewritten = ", ".join(f"{pattern} x{n}" for pattern, n in sorted(self.report.counts().items())) or "none"
@@ -64,6 +66,9 @@ class CompileResult:
             f"kernels     {kernels}",
             f"parameters  {self.param_bytes / 2**20:.2f} MB",
         ]
+        if self.texture_fallback:
+            kept = ", ".join(f"{op} x{n}" for op, n in sorted(self.texture_fallback.items()))
+            lines.append(f"fallback    {kept} (buffer, not texture: TVM's NCHW4c layout inference fails on them)")
         if self.roofline_ms is not None:
             lines.append(f"roofline    {self.roofline_ms:.3f} ms (analyzer estimate for {self.target}, {self.dtype})")
         lines.append("stages      " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items()))
@@ -448,7 +453,7 @@ def compile_model(model="shiftresnet20", input_shape=None, target="adreno", *, d
     param_bytes = sum(int(np.prod(c.value.shape)) * np.dtype(c.value.dtype).itemsize for c in _constants(mod))
     shown = tuple(d if isinstance(d, int) else _metadata.dim_text(d) for d in inputs[0].shape)
     return CompileResult(out, name, str(target), shown, dtype, report, _kernels(lowered, tvm_target), param_bytes,
-                         _roofline(torch_model, shape, target, dtype), seconds)
+                         _roofline(torch_model, shape, target, dtype), seconds, texture_fallback(lowered))
 
 
 def _constants(mod: tvm.IRModule) -> list:

@@ -16,12 +16,15 @@ import targets as _targets
 
 from .compiler_pass import adreno_tir
 from .compiler_pass.adreno_conv2d_legalize import LegalizeNCHW4cConv2d
+from .compiler_pass.adreno_conv_epilogues import InlineConvEpilogues, ScheduleBroadcastConvolutions
 from .compiler_pass.apply_default_cpu_schedules import ApplyDefaultCpuSchedules
 from .compiler_pass.apply_ecnn_schedules import ApplyEcnnSchedules
 from .compiler_pass.ecnn_texture_layout import EcnnTextureLayout, EcnnTextureScopes
 from .compiler_pass.raster_order_shift_groups import RasterOrderShiftGroups
 from .compiler_pass.sparse_shift_inplace import SparseShiftInplace
 from .compiler_pass.texel_schedule import ScheduleTexelWrites
+from .compiler_pass.texture_fallback import KeepOffTextures
+from .compiler_pass.texture_reshape import CopyTextureBeforeReshape
 from .compiler_pass.unshare_constants import UnshareConstants
 
 
@@ -50,21 +53,30 @@ def _after_fusion(target: tvm.target.Target, tuning_db) -> list:
 def _with_texture_passes(legalize: list) -> list:
     """Texture targets (only their pass lists contain ConvertLayout), around TVM's Adreno passes:
 
+    * before ConvertLayout: keep ops whose NCHW4c layout inference is broken (norms and reductions over channels) on
+      NCHW buffers (``compiler_pass/texture_fallback.py``; reported by the compile summary);
     * after ConvertLayout: keep ecnn ops in NCHW4c rather than wrapped in layout transforms (our stand-in for
       FRelaxInferLayout);
     * before AnnotateCustomMemoryScope: let ecnn ops use textures, and give the pipeline its own constants (that
       pass types them in place, which would change the caller's module);
     * after it: legalize the packed conv2d ourselves (TVM's drops fp16 and divides by zero on depthwise);
-    * between dlight's Adreno and generic GPU rules: whole-texel schedules for the image writers they leave.
+    * before dlight's Adreno rules: fused convolutions whose epilogue ``dl.adreno.Conv2d`` would leave outside every
+      kernel (SE gates, SiLU; ``compiler_pass/adreno_conv_epilogues.py``);
+    * between dlight's Adreno and generic GPU rules: whole-texel schedules for the image writers they leave;
+    * last (right before the dataflow lowering's ``RewriteDataflowReshape``): reshapes from a texture to a buffer
+      become a copy and a view (``compiler_pass/texture_reshape.py``).
     """
     names = [p.info.name for p in legalize]
     if "ConvertLayout" not in names:
         return legalize
-    layout, scopes = names.index("ConvertLayout") + 1, names.index("AnnotateCustomMemoryScope")
-    dlight = names.index("ApplyDefaultSchedule") + 1  # the first one holds the dl.adreno rules
-    return (legalize[:layout] + [EcnnTextureLayout()] + legalize[layout:scopes]
-            + [EcnnTextureScopes(), UnshareConstants()] + legalize[scopes:scopes + 1] + [LegalizeNCHW4cConv2d()]
-            + legalize[scopes + 1:dlight] + [ScheduleTexelWrites()] + legalize[dlight:])
+    convert = names.index("ConvertLayout")
+    layout, scopes = convert + 1, names.index("AnnotateCustomMemoryScope")
+    dlight = names.index("ApplyDefaultSchedule")  # the first one holds the dl.adreno rules
+    before_dlight = [ScheduleBroadcastConvolutions(), InlineConvEpilogues()]
+    return (legalize[:convert] + [KeepOffTextures()] + legalize[convert:layout] + [EcnnTextureLayout()]
+            + legalize[layout:scopes] + [EcnnTextureScopes(), UnshareConstants()] + legalize[scopes:scopes + 1]
+            + [LegalizeNCHW4cConv2d()] + legalize[scopes + 1:dlight] + before_dlight + legalize[dlight:dlight + 1]
+            + [ScheduleTexelWrites()] + legalize[dlight + 1:] + [CopyTextureBeforeReshape()])
 
 
 def _fusion_end(legalize: list) -> int:

@@ -11,7 +11,9 @@
   ``TypeTextureStores`` gives the stores a ``void`` primitive type right after flattening, so the vectorizer takes
   its texture path and writes one ``float4``. A lane loop the vectorizer cannot handle (dlight's ``Pool2D``
   reduces inside it, and 0.27 does not widen the per-lane register it allocates there) is first split by
-  ``StageTextureWrites``: lanes computed one by one into a register texel, then one vectorized store.
+  ``StageTexelWrites``: lanes computed one by one into a register texel, then one vectorized store. The same lane
+  loop writing an ``NCHW4c`` *buffer* (a max pool whose consumer is not a texture) is not refused but silently
+  wrong (every lane gets one lane's maximum), so buffer outputs are staged too.
   ``CheckTextureStores`` finally rejects any store still narrower than a texel, instead of shipping a kernel that
   silently broadcasts one lane.
 * ``UniqueParamNames`` first: fused functions can have two parameters of one name (see there).
@@ -42,11 +44,15 @@ def _is_texture(buffer) -> bool:
     return "texture" in str(buffer.ty.storage_scope)
 
 
+def _is_global(buffer) -> bool:
+    return str(buffer.ty.storage_scope).startswith("global")
+
+
 def _stage(sch: Schedule, name: str) -> None:
-    """If block ``name`` writes a texture from inside a vectorized lane loop that holds more than the store,
-    compute the lanes serially into a local texel and store it with a vectorized copy after the loop."""
+    """If block ``name`` writes a texture or global buffer from inside a vectorized lane loop that holds more than
+    the store, compute the lanes serially into a local texel and store it with a vectorized copy after the loop."""
     block = sch.get_sblock(name)
-    writes = [i for i, w in enumerate(sch.get(block).writes) if _is_texture(w.source)]
+    writes = [i for i, w in enumerate(sch.get(block).writes) if _is_global(w.source)]
     if not writes:
         return
     texel = int(sch.get(block).writes[writes[0]].source.ty.shape[-1])
@@ -64,11 +70,9 @@ def _stage(sch: Schedule, name: str) -> None:
     sch.unroll(lane)
 
 
-@tirx.transform.prim_func_pass(opt_level=0, name="StageTextureWrites")
-def StageTextureWrites(func: tirx.PrimFunc, _mod, _ctx) -> tirx.PrimFunc:
-    """Schedule-level fix for texture writes inside a non-trivial vectorized lane loop (dlight Pool2D)."""
-    if not any(_is_texture(p) for p in func.params if isinstance(p.ty, tirx.buffer.BufferType)):
-        return func
+@tirx.transform.prim_func_pass(opt_level=0, name="StageTexelWrites")
+def StageTexelWrites(func: tirx.PrimFunc, _mod, _ctx) -> tirx.PrimFunc:
+    """Schedule-level fix for texel writes inside a non-trivial vectorized lane loop (dlight Pool2D)."""
     blocks = []
     tvm_ffi.structural_walk(func.body, ((s_tir.SBlock, blocks.append),))
     sch = Schedule(func)
@@ -107,7 +111,7 @@ def CheckTextureStores(func: tirx.PrimFunc, _mod, _ctx) -> tirx.PrimFunc:
 def _pipeline():
     _, finalize_host, finalize_device = compilation_pipeline.get_tir_pipeline("s_tir")
     # TextureFlatten runs first, then the retype; TVM's pass list flattens again (a no-op) and lowers the rest.
-    passes = [UniqueParamNames, StageTextureWrites, adreno_transform.TextureFlatten(), TypeTextureStores,
+    passes = [UniqueParamNames, StageTexelWrites, adreno_transform.TextureFlatten(), TypeTextureStores,
               adreno_pipeline.default_tir_pipeline(), CheckTextureStores]
     return tvm.transform.Sequential(passes, name="EcnnAdrenoTexture"), finalize_host, finalize_device
 

@@ -26,17 +26,18 @@ _LANES = 4
 _UNROLL = 16  # longer loops (a deep reduction) stay loops
 
 
-def _texture_output(func: tirx.PrimFunc):
-    """The single texture buffer the function writes, if it is ``(n, c/4, h, w, 4)``."""
-    textures = [p for p in func.params if isinstance(p.ty, tirx.buffer.BufferType)
-                and "texture" in str(p.ty.storage_scope)]
-    written = [b for b in textures if len(b.ty.shape) == 5 and int(b.ty.shape[4]) == _LANES]
+def packed_output(func: tirx.PrimFunc, textures_only: bool = True):
+    """The last of the function's ``(n, c/4, h, w, 4)`` parameters, its output (textures only, unless
+    ``textures_only`` is False)."""
+    params = [p for p in func.params if isinstance(p.ty, tirx.buffer.BufferType)
+              and (not textures_only or "texture" in str(p.ty.storage_scope))]
+    written = [b for b in params if len(b.ty.shape) == 5 and int(b.ty.shape[4]) == _LANES]
     return written[-1] if written else None
 
 
-def schedule_texel_writes(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
+def schedule_texel_writes(func: tirx.PrimFunc, textures_only: bool = True) -> tirx.PrimFunc | None:
     """``func`` scheduled to write whole texels, or None when its structure does not allow it."""
-    out = _texture_output(func)
+    out = packed_output(func, textures_only)
     if out is None:
         return None
     sch = Schedule(func)
