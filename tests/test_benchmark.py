@@ -14,7 +14,17 @@ import pytest
 import torch
 
 from tvm_ecnn import models
-from tvm_ecnn.benchmark import BACKENDS, SWAP_TOLERANCE, relative_error, shift_as_depthwise_conv, to_standard_ops
+from tvm_ecnn.benchmark import (
+    BACKENDS,
+    SWAP_TOLERANCE,
+    ShiftConvShape,
+    relative_error,
+    shift_as_depthwise_conv,
+    shift_conv_timings,
+    shift_label,
+    to_standard_ops,
+    zoo_shift_conv_shapes,
+)
 from tvm_ecnn.nn import ActiveShift2d, Shift2d, SparseShift2d
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,10 +92,52 @@ def test_script_prints_every_backend(tmp_path):
     assert "shift_conv2d[active]" in proc.stdout and "| shiftresnet20" in proc.stdout
 
     results = json.loads(out.read_text())["models"]["shiftresnet20"]["results"]
-    ort_installed = importlib.util.find_spec("onnxruntime") is not None
+    peers = {"ONNX Runtime": "onnxruntime", "MNN": "MNN", "ncnn": "ncnn"}
     for backend, result in results.items():
-        if backend == "ONNX Runtime" and not ort_installed:
-            assert "onnxruntime" in result["failure"]
+        if backend in peers and importlib.util.find_spec(peers[backend]) is None:
+            assert "not installed" in result["failure"]
             continue
         assert result["failure"] is None, (backend, result["failure"])
         assert not result["mismatch"], (backend, result["error"])
+
+
+def test_zoo_shift_conv_shapes_come_from_the_imported_model():
+    """ShiftResNet-20: one fused shift_conv2d per bottleneck, at the shift's width and the block's map size."""
+    torch.manual_seed(0)
+    model = models.get("shiftresnet20").eval()
+    seen = {}
+
+    def record(module, inputs, output):
+        seen[id(module)] = tuple(inputs[0].shape[1:])
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, Shift2d)]
+    with torch.no_grad():
+        model(torch.randn(1, 3, 32, 32))
+    for hook in hooks:
+        hook.remove()
+    shapes = zoo_shift_conv_shapes(["shiftresnet20"])
+    assert {(s.channels, s.height, s.width) for s in shapes} == set(seen.values())
+    assert all(s.kind == "grouped" and users == ["shiftresnet20"] for s, users in shapes.items())
+    assert {s.stride for s in shapes} == {1, 2}
+
+
+def test_shift_conv_timings_at_a_strided_rectangular_shape():
+    times = shift_conv_timings(18, 8, 6, number=1, repeat=1, width=10, stride=2, kinds=("grouped",))
+    assert set(times) == {"conv2d 1x1, stock TVM (default pipeline)", "conv2d 1x1, tvm-ecnn schedule",
+                          shift_label("grouped")}
+    assert all(ms > 0 for ms in times.values())
+    assert ShiftConvShape(18, 8, 6, 10, 2, "grouped").stride == 2
+
+
+def test_bench_nn_checks_every_hand_written_form_and_prints_ratios():
+    """scripts/bench_nn.py compares outputs and input gradients of every form with tvm_ecnn.nn before timing."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "bench_nn.py"), "--batch", "2", "--rounds", "1", "--number", "1",
+         "--threads", "1", "--clock", "cpu"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for row in ("| Shift2d ", "| ActiveShift2d ", "| SparseShift2d ", "| SparseShift2d, frozen offsets",
+                "| ShiftResNet-20 (train)"):
+        assert row in proc.stdout
+    assert proc.stdout.count("×") >= 13

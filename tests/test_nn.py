@@ -323,3 +323,69 @@ def test_invalid_arguments_raise_value_error_naming_them(case):
 def test_import_does_not_pull_in_tvm():
     code = "import sys, tvm_ecnn.nn; assert 'tvm' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------- eager fast path, large tensors, compile
+def test_large_inputs_take_the_copy_path_and_stay_exact():
+    """Above ``_GATHER_MAX`` elements integer shifts copy one slice (grouped) or index set (sparse) per offset."""
+    from tvm_ecnn.nn.functional import _GATHER_MAX
+
+    x = _randn(2, 20, 90, 91, dtype=torch.float32)
+    assert x.numel() > _GATHER_MAX
+    for mapping in ("interleaved", "grouped"):
+        np.testing.assert_array_equal(shift2d(x, 5, 2, mapping).numpy(),
+                                      shift_ref(x.numpy(), grouped_shift_offsets(20, 5, 2, mapping)))
+    offsets = torch.from_numpy(np.random.default_rng(8).integers(-3, 4, (20, 2))).double()
+    offsets[3] = torch.tensor([200.0, 0.0])  # entirely outside
+    np.testing.assert_array_equal(sparse_shift2d(x, offsets).numpy(), shift_ref(x.numpy(), offsets.numpy()))
+
+
+_OPS = {
+    "shift2d": (lambda x, o: shift2d(x, 3, 1, "interleaved"), lambda x, o: torch.ops.ecnn.shift2d(x, 3, 1, "interleaved")),
+    "active": (lambda x, o: active_shift2d(x, o, 2, 1), lambda x, o: torch.ops.ecnn.active_shift2d(x, o, 2, 1)),
+    "sparse": (sparse_shift2d, torch.ops.ecnn.sparse_shift2d),
+}
+
+
+@pytest.mark.parametrize("size", [(7, 6), (120, 130)], ids=["autograd-of-kernel", "function"])
+@pytest.mark.parametrize("name", list(_OPS))
+def test_eager_path_equals_the_custom_op(name, size):
+    """Plain eager calls skip the dispatcher (small inputs: autograd through the kernel; large ones: an
+    autograd.Function on the op's own formulas): same outputs and gradients as the custom op."""
+    fast, op = _OPS[name]
+    results = []
+    for call in (fast, op):
+        x = _randn(2, 9, *size).requires_grad_()
+        offsets = _fractional_offsets(9, seed=9).requires_grad_()
+        out = call(x, offsets)
+        out.backward(_randn(*out.shape, seed=10))
+        results.append((out.detach(), x.grad, offsets.grad))
+    for a, b in zip(*results):
+        assert (a is None and b is None) or torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_torch_compile_runs_the_ops():
+    model = _ShiftNet()
+    x = torch.randn(2, 3, 8, 8)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x), model(x))
+    compiled(x).sum().backward()
+    assert model.active.offset.grad is not None and model.sparse.offset.grad is not None
+
+
+def test_opcheck_forward_and_gradient_ops():
+    """torch.library.opcheck: the fake kernels match the real ones (shapes, strides), autograd is registered."""
+    x = _randn(2, 9, 7, 6).requires_grad_()
+    offsets = _fractional_offsets(9, seed=11).requires_grad_()
+    ops = torch.ops.ecnn
+    cases = [
+        (ops.shift2d.default, (x, 3, 1, "interleaved")),
+        (ops.active_shift2d.default, (x, offsets, 2, 1)),
+        (ops.sparse_shift2d.default, (x, offsets)),
+        (ops.reverse_shift2d.default, (x.detach(), 3, 1, "interleaved")),
+        (ops.reverse_sparse_shift2d.default, (x.detach(), offsets.detach())),
+        (ops.active_shift2d_input_grad.default, (x.detach(), offsets.detach(), _randn(2, 9, 5, 4), 2, 1)),
+        (ops.shift_offset_grad.default, (x.detach(), offsets.detach(), _randn(2, 9, 5, 4), 2, 1)),
+    ]
+    for op, args in cases:
+        torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))

@@ -15,6 +15,7 @@ _LAZY = {
     "compile_model": ("tvm_ecnn.deploy", "compile_model"),
     "from_torch": ("tvm_ecnn.frontend", "from_torch"),
     "load": ("tvm_ecnn.runtime", "load"),
+    "profile": ("tvm_ecnn.profiling", "profile"),
     "tune": ("tvm_ecnn.tuning", "tune"),
     "models": ("tvm_ecnn.models", None),
     "nn": ("tvm_ecnn.nn", None),

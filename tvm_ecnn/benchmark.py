@@ -15,9 +15,12 @@ or emulated-device numbers, as phone speed.
 from __future__ import annotations
 
 import copy
+import importlib.metadata
 import io
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,15 +61,16 @@ def _relax_module(body, shape) -> tvm.IRModule:
 
 
 def shift_conv_timings(channels: int, out_channels: int, size: int, number: int, repeat: int,
-                       target="host") -> dict[str, float]:
+                       target="host", *, width: int | None = None, stride: int = 1,
+                       kinds=tuple(SHIFT_GOALS)) -> dict[str, float]:
     """Median ms of a plain 1x1 conv (stock TVM; tvm-ecnn's schedule) and of ``shift_conv2d`` per shift kind.
 
-    Everything has bias + ReLU fused and the same random ``[1, channels, size, size]`` input, so the
-    only difference between a shift and the conv baseline is the shift itself.
+    Everything has bias + ReLU fused, the same ``stride`` and the same random ``[1, channels, size, width]``
+    input, so the only difference between a shift and the conv baseline is the shift itself.
     """
     rng = np.random.default_rng(0)
     c, o = channels, out_channels
-    shape = (1, c, size, size)
+    shape = (1, c, size, size if width is None else width)
     weight = relax.const(rng.standard_normal((o, c, 1, 1)).astype("float32"))
     bias = relax.const(rng.standard_normal(o).astype("float32"))
     offsets = {
@@ -79,14 +83,15 @@ def shift_conv_timings(channels: int, out_channels: int, size: int, number: int,
     target = targets.get_target(target)
 
     def stock(v):
-        conv = relax.op.nn.conv2d(v, weight)
+        conv = relax.op.nn.conv2d(v, weight, strides=stride)
         return relax.op.nn.relu(relax.op.add(conv, relax.op.reshape(bias, (1, o, 1, 1))))
 
     executables = {STOCK_CONV: tvm.compile(_relax_module(stock, shape), target,
                                            relax_pipeline=relax.get_default_pipeline(target))}
-    for kind, table in offsets.items():
-        def body(v, kind=kind, table=table):
-            return relay_ops.shift_conv2d(v, weight, kind, offsets=table, bias=bias, activation="relu")
+    for kind in ("none", *kinds):
+        def body(v, kind=kind, table=offsets[kind]):
+            return relay_ops.shift_conv2d(v, weight, kind, offsets=table, stride=stride, bias=bias,
+                                          activation="relu")
         executables[ECNN_CONV if kind == "none" else shift_label(kind)] = build(_relax_module(body, shape), target)
 
     times = {}
@@ -95,6 +100,54 @@ def shift_conv_timings(channels: int, out_channels: int, size: int, number: int,
         result = vm.time_evaluator("main", tvm.cpu(), number=number, repeat=repeat)(x)
         times[label] = float(np.median(result.results)) * 1e3
     return times
+
+
+SHIFT_NETWORKS = ("shiftresnet20", "shiftresnet56", "fenet1_0", "fenet1_37", "asresnet_w32", "asresnet_w50",
+                  "asresnet_w68")
+"""The zoo's shift networks, whose ``shift_conv2d`` shapes ``zoo_shift_conv_shapes`` collects."""
+ZOO_SHIFT_GOAL = 1.1
+"""Goal for ``shift_conv2d`` over the best plain 1x1 conv at every shape of the zoo's shift networks."""
+
+
+@dataclass(frozen=True)
+class ShiftConvShape:
+    """One distinct fused shift + 1x1 conv of a network: input ``[1, channels, height, width]``."""
+
+    channels: int
+    out_channels: int
+    height: int
+    width: int
+    stride: int
+    kind: str
+
+
+def zoo_shift_conv_shapes(names=SHIFT_NETWORKS, resolution: int | None = None) -> dict[ShiftConvShape, list[str]]:
+    """Every distinct ``shift_conv2d`` that importing ``names`` produces (the importer fuses shift + 1x1 conv),
+    with the models using it, read from the imported Relax modules rather than written down."""
+    from relay_ops._registry import attrs_of, op_name
+
+    from .frontend import from_torch
+
+    shift_conv = tvm.ir.Op.get(op_name("shift_conv2d"))
+    shapes: dict[ShiftConvShape, list[str]] = {}
+    for name in names:
+        torch.manual_seed(0)
+        model = models.get(name).eval()
+        x = torch.randn(input_shape(name, resolution))
+        calls = []
+        for func in from_torch(model, (x,)).functions.values():
+            if isinstance(func, relax.Function):
+                relax.analysis.post_order_visit(
+                    func, lambda e: calls.append(e) if isinstance(e, relax.Call) and e.op.same_as(shift_conv) else None)
+        for call in calls:
+            _, c, h, w = (int(d) for d in call.args[0].ty.shape.values)
+            attrs = attrs_of(call)
+            out_channels = int(call.args[1].ty.shape.values[0])
+            key = ShiftConvShape(c, out_channels, h, w, int(attrs["stride"]), str(attrs["shift"]))
+            users = shapes.setdefault(key, [])
+            if name not in users:
+                users.append(name)
+    return shapes
 
 
 def shift_conv_ratios(times: dict[str, float]) -> dict[str, float]:
@@ -199,17 +252,77 @@ def _torch_compile(model, x):
     return lambda: compiled(x)
 
 
-def _onnxruntime(model, x):
-    """Legacy TorchScript exporter (``dynamo=False``): the dynamo one would also need onnxscript."""
-    import onnxruntime
-
+def _onnx_bytes(model, x) -> bytes:
+    """The deployable equivalent as ONNX. Legacy TorchScript exporter (``dynamo=False``): the dynamo one would
+    also need onnxscript."""
     buffer = io.BytesIO()
     torch.onnx.export(deployable_equivalent(model, x), (x,), buffer, dynamo=False)
+    return buffer.getvalue()
+
+
+def _onnxruntime(model, x):
+    import onnxruntime
+
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = os.cpu_count()
-    session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(_onnx_bytes(model, x), options, providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: x.numpy()}
     return lambda: session.run(None, feed)
+
+
+def _convert(tool: str, command: list[str]) -> None:
+    """Run a converter in its own process (a crash or a flood of log lines must not reach the table)."""
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{tool} failed ({proc.returncode}): {(proc.stderr or proc.stdout).strip()[-300:]}")
+
+
+def _mnn(model, x):
+    """MNN on the ONNX file, converted by the wheel's compiled converter (``_tools.mnnconvert``). Not through
+    ``MNN.tools.mnnconvert``: that wrapper imports MNN's usage logger, which pip-installs an SDK to report to."""
+    import MNN.expr
+    import MNN.nn
+
+    with tempfile.TemporaryDirectory() as folder:
+        onnx_path, mnn_path = os.path.join(folder, "model.onnx"), os.path.join(folder, "model.mnn")
+        with open(onnx_path, "wb") as f:
+            f.write(_onnx_bytes(model, x))
+        _convert("mnnconvert", [sys.executable, "-c", "import sys, _tools; _tools.mnnconvert(sys.argv)", "-f", "ONNX",
+                                "--modelFile", onnx_path, "--MNNModel", mnn_path, "--bizCode", "tvm-ecnn"])
+        runtime = MNN.nn.create_runtime_manager(({"backend": "CPU", "numThread": os.cpu_count()},))
+        net = MNN.nn.load_module_from_file(mnn_path, [], [], runtime_manager=runtime)
+    data = MNN.expr.placeholder(list(x.shape), MNN.expr.NCHW)
+    data.write(x.numpy())
+    return lambda: net.forward(data).read()
+
+
+def _ncnn(model, x):
+    """ncnn on the ONNX file, converted by pnnx (fp32 weights: ``fp16=0``); ncnn drops the batch axis."""
+    import ncnn
+    import pnnx
+
+    with tempfile.TemporaryDirectory() as folder:
+        onnx_path = os.path.join(folder, "model.onnx")
+        with open(onnx_path, "wb") as f:
+            f.write(_onnx_bytes(model, x))
+        param, weights = os.path.join(folder, "model.ncnn.param"), os.path.join(folder, "model.ncnn.bin")
+        _convert("pnnx", [pnnx.EXEC_PATH, onnx_path, f"inputshape=[{','.join(map(str, x.shape))}]", "fp16=0",
+                          f"ncnnparam={param}", f"ncnnbin={weights}", f"ncnnpy={folder}/model_ncnn.py",
+                          f"pnnxparam={folder}/model.pnnx.param", f"pnnxbin={folder}/model.pnnx.bin",
+                          f"pnnxpy={folder}/model_pnnx.py", f"pnnxonnx={folder}/model.pnnx.onnx"])
+        net = ncnn.Net()
+        net.opt.num_threads = os.cpu_count()
+        if net.load_param(param) != 0 or net.load_model(weights) != 0:
+            raise RuntimeError("ncnn could not load the pnnx output")
+    image = ncnn.Mat(x[0].numpy()).clone()
+
+    def run():
+        extractor = net.create_extractor()
+        extractor.input("in0", image)
+        _, out = extractor.extract("out0")
+        return np.array(out)[None]
+
+    return run
 
 
 def _stock_tvm(model, x):
@@ -232,6 +345,8 @@ BACKENDS: dict[str, Callable] = {
     "PyTorch eager": _eager,
     "torch.compile": _torch_compile,
     "ONNX Runtime": _onnxruntime,
+    "MNN": _mnn,
+    "ncnn": _ncnn,
     "stock TVM": _stock_tvm,
     "tvm-ecnn": _tvm_ecnn,
 }
@@ -285,6 +400,8 @@ def benchmark_backend(backend: str, model: nn.Module, x: torch.Tensor, reference
             run = BACKENDS[backend](model, x)
             output = _numpy(run())
             ms = median_ms(run, warmup, repeat)
+    except ImportError as error:
+        return Result(failure=f"not installed ({error.name or error})")
     except Exception as error:  # noqa: BLE001  (a failing backend is a table cell, not a crash)
         return Result(failure=short_error(error))
     error = relative_error(output, reference)
@@ -378,12 +495,14 @@ def shift_conv_table(times: dict[str, float]) -> str:
 
 def host_description() -> str:
     """Where the numbers come from: CPU, threads, load (other processes share the cores) and versions."""
-    try:
-        import onnxruntime
-        ort = onnxruntime.__version__
-    except ImportError:
-        ort = "not installed"
+    def version(package):
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
     mcpu = targets.get_target("host").attrs.get("mcpu", "?")
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    return (f"host {mcpu}, {os.cpu_count()} threads, load average {load}; torch {torch.__version__}, "
-            f"onnxruntime {ort}, tvm {tvm.__version__}")
+    peers = ", ".join(f"{p} {version(p)}" for p in ("onnxruntime", "mnn", "ncnn", "pnnx"))
+    return (f"host {mcpu}, {os.cpu_count()} threads, load average {load}; torch {torch.__version__}, {peers}, "
+            f"tvm {tvm.__version__}")

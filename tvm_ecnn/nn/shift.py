@@ -4,8 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from . import functional  # noqa: F401  (registers the torch.ops.ecnn.* custom ops)
-from .functional import check_stride_padding
+from .functional import active_shift2d, check_stride_padding, shift2d, sparse_shift2d
 from .offsets import grouped_shift_offsets
 
 __all__ = ["Shift2d", "ActiveShift2d", "SparseShift2d", "sparse_shift_penalty", "param_groups"]
@@ -51,7 +50,7 @@ class Shift2d(_ChannelShift):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
-        return torch.ops.ecnn.shift2d(x, self.kernel_size, self.dilation, self.mapping)
+        return shift2d(x, self.kernel_size, self.dilation, self.mapping)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, kernel_size={self.kernel_size}, dilation={self.dilation}, mapping={self.mapping!r}"
@@ -87,7 +86,7 @@ class ActiveShift2d(_ChannelShift):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
-        return torch.ops.ecnn.active_shift2d(x, self.offset, self.stride, self.padding)
+        return active_shift2d(x, self.offset, self.stride, self.padding)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, stride={self.stride}, padding={self.padding}, normalize_grad={self.normalize_grad}"
@@ -114,7 +113,7 @@ class SparseShift2d(_ChannelShift):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
-        return torch.ops.ecnn.sparse_shift2d(x, self.offset)
+        return sparse_shift2d(x, self.offset)
 
     def extra_repr(self) -> str:
         return f"{self.channels}"

@@ -1,0 +1,115 @@
+"""tvm_ecnn.profiling: every kernel listed, shares that add up, FLOPs that match a hand count, a measured roofline.
+
+Times are never asserted (shared machine); only their structure and the cost model are.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tvm_ecnn.nn import Shift2d
+from tvm_ecnn.profiling import Roofline, kernel_costs, machine_roofline, profile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOF = Roofline(gflops=100.0, gbs=10.0, threads=1)  # a fixed roofline: the tests need no measurement
+
+
+class _Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 18, 3, padding=1)
+        self.shift = Shift2d(18)
+        self.pointwise = nn.Conv2d(18, 8, 1)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = self.pointwise(self.shift(torch.relu(self.stem(x))))
+        return self.head(x.mean((2, 3)))
+
+
+def _lowered_conv(n, c, o, size, kernel):
+    """A lone conv2d (no bias, no epilogue) lowered by tvm-ecnn's pipeline for the host."""
+    import tvm
+    from tvm import relax
+
+    from tvm_ecnn.pipeline import relax_pipeline
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((n, c, size, size), "float32"))
+    weight = relax.const(np.ones((o, c, kernel, kernel), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.nn.conv2d(x, weight, padding=kernel // 2))
+        bb.emit_func_output(out)
+    return relax_pipeline("host")(bb.get()), tvm
+
+
+@pytest.mark.parametrize("c, o, size, kernel", [(16, 32, 8, 1), (8, 8, 6, 3)])
+def test_conv_flops_match_a_hand_count(c, o, size, kernel):
+    lowered, _ = _lowered_conv(1, c, o, size, kernel)
+    costs = kernel_costs(lowered)
+    assert costs, "the lowered module has PrimFuncs"
+    flops = sum(f for f, _ in costs.values())
+    assert flops == 2 * o * size * size * c * kernel * kernel  # one multiply and one add per MAC
+    conv_bytes = max(b for _, b in costs.values())
+    assert conv_bytes >= 4 * (c * size * size + o * c * kernel * kernel + o * size * size)
+
+
+def test_profile_lists_every_kernel_and_shares_sum_to_one():
+    torch.manual_seed(0)
+    report = profile(_Tiny(), input_shape=(1, 3, 12, 12), repeat=3, roofline=ROOF)
+    kernels = [k for k in report.kernels if not k.builtin]
+    names = {k.name for k in kernels}
+    assert any("shift_conv2d" in n for n in names), names  # the fused shift is its own kernel
+    assert any("conv2d" in n and "shift" not in n for n in names) and any("matmul" in n for n in names), names
+    assert sum(k.share for k in report.kernels) == pytest.approx(1.0)
+    for k in kernels:
+        assert k.calls >= 1 and k.seconds > 0 and k.bytes > 0
+        assert k.fraction == pytest.approx(ROOF.seconds(k.flops, k.bytes) / k.seconds)
+    assert report.kernels == sorted(report.kernels, key=lambda k: k.seconds, reverse=True)
+    table = report.table()
+    assert all(n in table for n in names) and "of roofline" in table
+
+
+def test_machine_roofline_is_measured_once_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("TVM_ECNN_CACHE", str(tmp_path))
+    first = machine_roofline(threads=1)
+    assert first.gflops > 1 and first.gbs > 0.1 and first.threads == 1
+    cached = json.loads((tmp_path / "roofline.json").read_text())
+    assert len(cached) == 1 and next(iter(cached.values()))["gflops"] == first.gflops
+    assert machine_roofline(threads=1) == first  # read back, not measured again
+
+
+def test_script_prints_the_table_and_draws_the_plot(tmp_path):
+    png, out = tmp_path / "profile.png", tmp_path / "profile.json"
+    env = dict(os.environ, TVM_ECNN_CACHE=str(tmp_path), PYTHONPATH=ROOT)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "profile_kernels.py"), "--model", "shiftresnet20", "--repeat", "2",
+         "--plot", str(png), "--json", str(out)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| kernel" in proc.stdout and "shift_conv2d" in proc.stdout
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    data = json.loads(out.read_text())
+    assert data["model"] == "shiftresnet20" and sum(k["share"] for k in data["kernels"]) == pytest.approx(1.0)
+
+
+def test_script_rejects_an_unknown_model():
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "profile_kernels.py"), "--model", "resnet9000"],
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 2 and "resnet9000" in proc.stderr and "shiftresnet20" in proc.stderr
+
+
+def test_script_rejects_a_target_it_cannot_time(tmp_path):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "profile_kernels.py"), "--target", "adreno"],
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=ROOT, TVM_ECNN_CACHE=str(tmp_path)))
+    assert proc.returncode == 2 and "only host (llvm) targets" in proc.stderr and "Traceback" not in proc.stderr
