@@ -19,6 +19,7 @@ _LAZY = {
     "tune": ("tvm_ecnn.tuning", "tune"),
     "models": ("tvm_ecnn.models", None),
     "nn": ("tvm_ecnn.nn", None),
+    "quantize": ("tvm_ecnn.quantize", None),  # the package; calling it calls quantize.quantize
 }
 
 

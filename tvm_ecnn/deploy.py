@@ -39,7 +39,7 @@ from .frontend import RewriteReport, from_torch
 from .metadata import InputSpec
 from .pipeline import relax_pipeline, tir_pipeline
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "int8": torch.float32}  # int8: the fp32 import, quantized
 
 
 @dataclass
@@ -55,6 +55,7 @@ class CompileResult:
     roofline_ms: float | None
     seconds: dict[str, float] = field(default_factory=dict)
     texture_fallback: dict[str, int] = field(default_factory=dict)  # op -> calls kept in buffers on a texture target
+    int8_lines: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         rewritten = ", ".join(f"{pattern} x{n}" for pattern, n in sorted(self.report.counts().items())) or "none"
@@ -71,6 +72,7 @@ class CompileResult:
             lines.append(f"fallback    {kept} (buffer, not texture: TVM's NCHW4c layout inference fails on them)")
         if self.roofline_ms is not None:
             lines.append(f"roofline    {self.roofline_ms:.3f} ms (analyzer estimate for {self.target}, {self.dtype})")
+        lines.extend(self.int8_lines)
         lines.append("stages      " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items()))
         lines.append(f"output      {self.output}")
         return "\n".join(lines)
@@ -225,15 +227,20 @@ def _fp32_only(model, name):
     return model
 
 
-def import_model(model, input_shape=None, dtype="fp32", seed=0):
+def import_model(model, input_shape=None, dtype="fp32", seed=0, calibration=None):
     """``(Relax module, RewriteReport, torch model, input shape, name)``: what ``compile_model`` compiles,
-    and what ``scripts/tune.py`` tunes (same module, so the database keys match)."""
+    and what ``scripts/tune.py`` tunes (same module, so the database keys match). ``int8``: quantized on
+    ``calibration`` (see ``tvm_ecnn.quantize``)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}")
     torch_model, shape, name = load_model(model, input_shape, seed)
     mod, report = from_torch(torch_model, (torch.randn(shape),), with_report=True)
     if dtype == "fp16":
         mod = float16_storage(mod)
+    if dtype == "int8":
+        from .quantize import quantize
+
+        mod = quantize(mod, calibration, seed=seed).mod
     return mod, report, torch_model, shape, name
 
 
@@ -404,16 +411,23 @@ def _quiet_when_refused(work):
 
 
 def compile_model(model="shiftresnet20", input_shape=None, target="adreno", *, dtype="fp32", tuning_db=None,
-                  output=None, seed=0, progress=True) -> CompileResult:
+                  output=None, seed=0, progress=True, calibration=None) -> CompileResult:
     """Compile ``model`` for ``target`` (any name of ``targets.names()``) and export a ``.so``.
 
+    ``dtype="int8"``: static post-training quantization (``tvm_ecnn.quantize``) on ``calibration`` (a
+    ``.npy``/``.pt`` file or array of N inputs; None: random inputs, with a warning); the summary adds weight
+    bytes, the ops left in float and the int8 vs fp32 agreement on the calibration inputs.
     Raises ``ValueError`` for bad input (model, shape, output path: checked before the compile starts) and
     ``CompileError`` (stage, layer) when the compiler fails."""
     tvm_target = _targets.get_target(target)
+    if dtype == "int8" and _targets.is_texture(tvm_target):
+        raise ValueError(f"--dtype int8 does not compile for the texture target {target!r} yet: TVM 0.27's OpenCL "
+                         "codegen has no 8-bit images (int8 NCHW4c texels are 32 bits, it takes 64/128); use the "
+                         "buffer target (e.g. 'adreno') for int8, or fp16 on textures")
     torch_model, shape, name = load_model(model, input_shape, seed)
     out = Path(output or f"{name}-{str(target).replace('/', '-')}.so").resolve()
     check_output(out, _model_files(model, tuning_db))
-    stages = tqdm(total=4, desc="compile", disable=not progress, bar_format="{desc} {bar:10} {n}/{total}{postfix}")
+    stages = tqdm(total=5 if dtype == "int8" else 4, desc="compile", disable=not progress, bar_format="{desc} {bar:10} {n}/{total}{postfix}")
     seconds = {}
     report = None
 
@@ -435,8 +449,14 @@ def compile_model(model="shiftresnet20", input_shape=None, target="adreno", *, d
     # read before the import, which replaces the program's symbolic dims
     saved = program_inputs(torch_model) if isinstance(torch_model, torch.export.ExportedProgram) else None
     try:
-        mod, report = stage("import", lambda: _quiet_when_refused(lambda: import_model(torch_model, shape, dtype,
-                                                                                         seed)[:2]))
+        mod, report = stage("import", lambda: _quiet_when_refused(lambda: import_model(
+            torch_model, shape, "fp32" if dtype == "int8" else dtype, seed)[:2]))
+        quantized = None
+        if dtype == "int8":
+            from .quantize import quantize
+
+            quantized = stage("quantize", lambda: quantize(mod, calibration, seed=seed))
+            mod = quantized.mod
         inputs = saved or [InputSpec(p.name, tuple(int(d) for d in p.ty.shape), str(p.ty.dtype))
                            for p in mod["main"].params]
         lowered = stage("lower", lambda: _lower_naming_the_pass(relax_pipeline(tvm_target, tuning_db), mod),
@@ -452,8 +472,19 @@ def compile_model(model="shiftresnet20", input_shape=None, target="adreno", *, d
         stages.close()
     param_bytes = sum(int(np.prod(c.value.shape)) * np.dtype(c.value.dtype).itemsize for c in _constants(mod))
     shown = tuple(d if isinstance(d, int) else _metadata.dim_text(d) for d in inputs[0].shape)
-    return CompileResult(out, name, str(target), shown, dtype, report, _kernels(lowered, tvm_target), param_bytes,
-                         _roofline(torch_model, shape, target, dtype), seconds, texture_fallback(lowered))
+    result = CompileResult(out, name, str(target), shown, dtype, report, _kernels(lowered, tvm_target), param_bytes,
+                           _roofline(torch_model, shape, target, dtype), seconds, texture_fallback(lowered))
+    if quantized is not None:
+        result.int8_lines = _int8_lines(quantized, executable if str(target) == "host" else None)
+    return result
+
+
+def _int8_lines(quantized, host_executable=None) -> list[str]:
+    """Summary lines of an int8 build: its agreement with fp32 is measured on a host build of the int8 module."""
+    from .quantize import agreement, run_host
+
+    int8_outputs = run_host(host_executable if host_executable is not None else quantized.mod, quantized.samples)
+    return quantized.summary_lines(agreement(int8_outputs, quantized.fp32_outputs))
 
 
 def _constants(mod: tvm.IRModule) -> list:

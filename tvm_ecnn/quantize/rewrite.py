@@ -1,0 +1,344 @@
+"""The Relax rewrite: an fp32 module (from ``from_torch``) plus calibrated ranges in, an int8 module out.
+
+One walk over ``main``'s bindings, in order. Each fp32 tensor of the original graph is available as int8
+(``QTensor``: value and scale, zero point 0) and/or fp32, each made on demand from the other (quantize /
+dequantize), so a float island costs exactly one dequantize in and one quantize out. Convolutions and dense
+layers absorb their bias add and ReLU/ReLU6 into one int8 kernel with a requantize epilogue; ops with no int8
+form stay fp32 and are recorded in ``float_ops``. Exact arithmetic: docs/int8-quantization.md.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import relax
+
+from relay_ops._registry import attrs_of
+
+from ..compiler_pass.relax_dataflow import Dataflow
+from . import int8_ops, shift_ops
+from .weights import activation_scale, int32_bias, per_channel_int8
+
+R = relax.op
+# ops whose consumers get int8 (everything else reads fp32)
+INT8_OPS = {"relax.nn.conv2d", "relax.matmul", "relax.add", "relax.nn.relu", "relax.clip", "relax.nn.max_pool2d",
+            "relax.nn.avg_pool2d", "relax.mean", "relax.concat", "relax.reshape", "relax.permute_dims",
+            "relax.flatten", shift_ops.SHIFT_CONV2D}
+LAYOUT_OPS = ("relax.reshape", "relax.permute_dims", "relax.flatten")
+
+
+@dataclass
+class QTensor:
+    value: relax.Expr
+    scale: np.float32
+
+
+def _op_name(value) -> str | None:
+    return value.op.name if isinstance(value, relax.Call) and hasattr(value.op, "name") else None
+
+
+def _prim(expr) -> float | None:
+    """A scalar attribute operand (``R.clip``'s bounds) as a float, else None."""
+    value = getattr(expr, "value", None)
+    value = getattr(value, "value", value)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+class Int8Rewrite:
+    """``Int8Rewrite(main, ranges).run()``: the int8 ``main`` (see the module doc); ``float_ops`` and ``scales``
+    say what stayed fp32 and which scales were used."""
+
+    def __init__(self, func: relax.Function, ranges: dict):
+        self.func = func
+        self.flow = Dataflow(func)
+        self.ranges = ranges
+        self.q: dict[relax.Var, QTensor] = {}
+        self.f: dict[relax.Var, relax.Expr] = {}
+        self.done: set[relax.Var] = set()
+        self.float_ops: Counter = Counter()
+        self.scale_override: dict[relax.Var, np.float32] = {}
+        self.scales: list[tuple[str, float]] = []
+        self.outputs = set(relax.analysis.free_vars(func.body.body))
+        self.live = self._live()
+        self._share_concat_scales()
+
+    # ---- analysis -------------------------------------------------------------------------------------------
+    def _live(self) -> set:
+        """Vars the output depends on (a ``Tuple`` read only through ``[i]`` keeps only field ``i`` alive)."""
+        live, todo = set(), list(self.outputs)
+        while todo:
+            var = todo.pop()
+            if var in live or not isinstance(var, relax.Var):
+                continue
+            live.add(var)
+            value = self.flow.value.get(var)
+            if isinstance(value, relax.TupleGetItem) and isinstance(self.flow.value.get(value.tuple_value), relax.Tuple):
+                todo.append(self.flow.value[value.tuple_value].fields[value.index])
+            elif value is not None:
+                todo.extend(relax.analysis.free_vars(value))
+        return live
+
+    def _share_concat_scales(self):
+        """Concat inputs read by nothing else take the concat's scale: their producers requantize straight to it."""
+        for var in self.flow.order:
+            call = self.flow.call(var, "relax.concat")
+            if call is None or not isinstance(call.args[0], relax.Tuple):
+                continue
+            for field in call.args[0].fields:
+                if isinstance(field, relax.Var) and self.flow.uses[field] == 1 and field in self.ranges:
+                    self.scale_override[field] = activation_scale(*self.ranges[var])
+
+    def scale(self, var) -> np.float32:
+        """``var``'s calibrated scale; each use is recorded (``scales``) for tests and reports."""
+        if var in self.scale_override:
+            scale = self.scale_override[var]
+        elif var in self.ranges:
+            scale = activation_scale(*self.ranges[var])
+        else:
+            raise KeyError(f"no calibrated range for {var.name}")
+        self.scales.append((var.name, float(scale)))
+        return scale
+
+    def wants_float(self, var) -> bool:
+        """Whether some reader of ``var`` takes fp32 (the function output, or an op with no int8 form)."""
+        if var in self.outputs:
+            return True
+        for reader in self.flow.consumers.get(var, []):
+            if reader not in self.live:
+                continue
+            value = self.flow.value[reader]
+            if isinstance(value, (relax.Tuple, relax.TupleGetItem)):
+                if self.wants_float(reader):
+                    return True
+            elif _op_name(value) not in INT8_OPS or (_op_name(value) == "relax.add" and not all(
+                    isinstance(a, relax.Var) for a in value.args)):  # an add of a constant (hard-sigmoid's + 3)
+                return True
+        return False
+
+    # ---- int8 / fp32 views ----------------------------------------------------------------------------------
+    def as_q(self, bb, var) -> QTensor:
+        if var not in self.q:
+            scale = self.scale(var)
+            self.q[var] = QTensor(int8_ops.quantize(bb, self.f[var], scale), scale)
+        return self.q[var]
+
+    def as_f(self, bb, expr):
+        if not isinstance(expr, relax.Var):
+            return expr
+        if expr not in self.f:
+            if expr not in self.q:
+                raise KeyError(f"{expr.name} was not computed")
+            self.f[expr] = int8_ops.dequantize(bb, self.q[expr].value, self.q[expr].scale)
+        return self.f[expr]
+
+    # ---- the walk -------------------------------------------------------------------------------------------
+    def run(self) -> relax.Function:
+        bb = relax.BlockBuilder()
+        params = list(self.func.params)
+        with bb.function("main", params, attrs=dict(self.func.attrs or {})):
+            with bb.dataflow():
+                for param in params:
+                    self.f[param] = param
+                for var in self.flow.order:
+                    if var in self.live and var not in self.done:
+                        self.visit(bb, var, self.flow.value[var])
+                body = self.func.body.body
+                result = (relax.Tuple([self.as_f(bb, f) for f in body.fields]) if isinstance(body, relax.Tuple)
+                          else self.as_f(bb, body))
+                out = bb.emit_output(result)
+            bb.emit_func_output(out)
+        return bb.get()["main"]
+
+    def visit(self, bb, var, value):
+        if isinstance(value, relax.TupleGetItem) and isinstance(self.flow.value.get(value.tuple_value), relax.Tuple):
+            field = self.flow.value[value.tuple_value].fields[value.index]
+            for view in (self.q, self.f):
+                if field in view:
+                    view[var] = view[field]
+            return
+        if isinstance(value, relax.Tuple) and all(
+                isinstance(self.flow.value.get(r), relax.TupleGetItem) for r in self.flow.consumers.get(var, [])):
+            return  # only read through [i]: aliased above
+        name = _op_name(value)
+        handler = {"relax.nn.conv2d": self.conv2d, "relax.matmul": self.matmul, "relax.add": self.add,
+                   "relax.nn.relu": self.relu, "relax.clip": self.clip, "relax.nn.max_pool2d": self.same_scale,
+                   "relax.nn.avg_pool2d": self.averaging, "relax.mean": self.averaging, "relax.concat": self.concat,
+                   shift_ops.SHIFT_CONV2D: self.shift_conv2d}.get(name)
+        if name in LAYOUT_OPS:
+            handler = self.same_scale
+        if handler is None or not handler(bb, var, value):
+            self.in_float(bb, var, value)
+
+    def in_float(self, bb, var, value):
+        """fp32 fallback: the op as imported, on fp32 views of its operands."""
+        def remap(expr):
+            if isinstance(expr, relax.Var):
+                return self.as_f(bb, expr)
+            if isinstance(expr, relax.Tuple):
+                return relax.Tuple([remap(f) for f in expr.fields])
+            return expr
+
+        if isinstance(value, relax.Call):
+            new = relax.Call(value.op, [remap(a) for a in value.args], value.attrs, value.ty_args)
+            if any(isinstance(a, relax.Var) and a in self.live for a in relax.analysis.free_vars(value)):
+                self.float_ops[_op_name(value) or "call"] += 1
+        elif isinstance(value, relax.TupleGetItem):
+            new = relax.TupleGetItem(remap(value.tuple_value), value.index)
+        else:
+            new = remap(value)
+        self.f[var] = bb.emit(new)
+
+    # ---- fused producers: conv2d / matmul / shift_conv2d (+ bias) (+ relu / relu6) ----------------------------
+    def epilogue(self, var):
+        """``(end var, bias const or None, activation)``: the bias add and activation that follow ``var``."""
+        end, bias, activation = var, None, "none"
+        reader = self.flow.single_consumer(end)
+        add = self.flow.call(reader, "relax.add") if reader is not None else None
+        if add is not None:
+            other = add.args[1] if add.args[0].same_as(end) else add.args[0]
+            bias = self.flow.constant(other)
+            if bias is not None and bias.size == int(var.ty.shape.values[1]):
+                end, bias = reader, bias.reshape(-1)
+            else:
+                bias = None
+        reader = self.flow.single_consumer(end)
+        clip = self.flow.call(reader, "relax.clip") if reader is not None else None
+        if reader is not None and self.flow.call(reader, "relax.nn.relu") is not None:
+            end, activation = reader, "relu"
+        elif clip is not None and (_prim(clip.args[1]), _prim(clip.args[2])) == (0.0, 6.0):
+            end, activation = reader, "relu6"
+        return end, bias, activation
+
+    def finish(self, bb, end, acc, acc_scale: np.ndarray, activation: str, ndim: int):
+        """int32 accumulator (scale ``acc_scale[o]``) -> int8 at ``end``'s scale, or fp32 for float readers."""
+        if self.wants_float(end):
+            value = int8_ops.dequantize(bb, acc, int8_ops.channel_shape(acc_scale, ndim))
+            if activation == "relu":
+                value = bb.emit(R.nn.relu(value))
+            elif activation == "relu6":
+                value = bb.emit(R.clip(value, 0, 6))
+            self.f[end] = value
+            return
+        out_scale = self.scale(end)
+        low, high = (0, 127) if activation != "none" else (-128, 127)
+        if activation == "relu6":
+            high = int(min(127, np.rint(np.float32(6) / out_scale)))
+        multiplier = (acc_scale / out_scale).astype("float32")
+        self.q[end] = QTensor(int8_ops.requantize(bb, acc, int8_ops.channel_shape(multiplier, ndim), low, high), out_scale)
+
+    def _fused(self, var, end):
+        node = var
+        while not node.same_as(end):
+            node = self.flow.single_consumer(node)
+            self.done.add(node)
+
+    def conv2d(self, bb, var, value):
+        weight = self.flow.constant(value.args[1])
+        attrs = value.attrs
+        if weight is None or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
+            return False
+        x = self.as_q(bb, value.args[0])
+        wq, w_scale = per_channel_int8(weight)
+        end, bias, activation = self.epilogue(var)
+        acc = bb.emit(R.nn.conv2d(x.value, relax.const(wq), strides=list(attrs.strides), padding=list(attrs.padding),
+                                  dilation=list(attrs.dilation), groups=int(attrs.groups), out_dtype="int32"))
+        if bias is not None:
+            acc = bb.emit(R.add(acc, relax.const(int8_ops.channel_shape(int32_bias(bias, x.scale, w_scale), 4))))
+        self._fused(var, end)
+        self.finish(bb, end, acc, (x.scale * w_scale).astype("float32"), activation, 4)
+        return True
+
+    def matmul(self, bb, var, value):
+        """Dense: ``x [N, I] @ W^T`` with ``W [O, I]`` a constant (seen through the importer's permute_dims)."""
+        transposed = self.flow.call(value.args[1], "relax.permute_dims")
+        weight = self.flow.constant(transposed.args[0]) if transposed is not None else None
+        if weight is None or weight.ndim != 2 or len(value.args[0].ty.shape.values) != 2:
+            return False
+        x = self.as_q(bb, value.args[0])
+        wq, w_scale = per_channel_int8(weight)
+        end, bias, activation = self.epilogue(var)
+        acc = bb.emit(R.matmul(x.value, relax.const(np.ascontiguousarray(wq.T)), out_dtype="int32"))
+        if bias is not None:
+            acc = bb.emit(R.add(acc, relax.const(int32_bias(bias, x.scale, w_scale).reshape(1, -1))))
+        self._fused(var, end)
+        self.finish(bb, end, acc, (x.scale * w_scale).astype("float32"), activation, 2)
+        return True
+
+    def shift_conv2d(self, bb, var, value):
+        attrs = attrs_of(value)
+        if not shift_ops.int8_capable(value) or attrs["has_residual"] or attrs["activation"] == "relu6" \
+                or attrs["layout"] != "NCHW":
+            return False
+        x = self.as_q(bb, value.args[0])
+        if self.wants_float(var):
+            acc, acc_scale, activation = shift_ops.emit(bb, value, x.value, x.scale, None)
+            self.finish(bb, var, acc, acc_scale, activation, 4)
+        else:
+            out_scale = self.scale(var)
+            self.q[var] = QTensor(shift_ops.emit(bb, value, x.value, x.scale, out_scale)[0], out_scale)
+        return True
+
+    # ---- int8 data movement and arithmetic ------------------------------------------------------------------
+    def _int8_input(self, var) -> bool:
+        return isinstance(var, relax.Var) and (var in self.q or var in self.ranges or var in self.scale_override)
+
+    def same_scale(self, bb, var, value):
+        """Ops that move or select values (max pool, reshape, permute, flatten): same op on int8, same scale."""
+        if not self._int8_input(value.args[0]):
+            return False
+        x = self.as_q(bb, value.args[0])
+        self.q[var] = QTensor(bb.emit(relax.Call(value.op, [x.value] + list(value.args[1:]), value.attrs)), x.scale)
+        return True
+
+    def averaging(self, bb, var, value):
+        """Avg pool and mean keep the scale; the average is rounded once (``rint``)."""
+        if not self._int8_input(value.args[0]):
+            return False
+        x = self.as_q(bb, value.args[0])
+        op = lambda t: relax.Call(value.op, [t] + list(value.args[1:]), value.attrs)  # noqa: E731
+        self.q[var] = QTensor(int8_ops.rounded_float_op(bb, x.value, op), x.scale)
+        return True
+
+    def relu(self, bb, var, value):
+        if value.args[0] not in self.q:
+            return False
+        x = self.q[value.args[0]]
+        self.q[var] = QTensor(bb.emit(R.nn.relu(x.value)), x.scale)
+        return True
+
+    def clip(self, bb, var, value):
+        bounds = (_prim(value.args[1]), _prim(value.args[2]))
+        if value.args[0] not in self.q or bounds[0] != 0.0 or bounds[1] is None:
+            return False
+        x = self.q[value.args[0]]
+        high = int(min(127, np.rint(np.float32(bounds[1]) / x.scale)))
+        self.q[var] = QTensor(bb.emit(R.clip(x.value, 0, high)), x.scale)
+        return True
+
+    def add(self, bb, var, value):
+        """Residual add of two activations, rescaled in int32 fixed point, with a following ReLU fused."""
+        a, b = value.args
+        if not (self._int8_input(a) and self._int8_input(b)):
+            return False
+        reader = self.flow.single_consumer(var)
+        end, low = var, -128
+        if reader is not None and self.flow.call(reader, "relax.nn.relu") is not None:
+            end, low = reader, 0
+            self.done.add(reader)
+        qa, qb, out_scale = self.as_q(bb, a), self.as_q(bb, b), self.scale(end)
+        value = int8_ops.rescale_sum(bb, [qa.value, qb.value], [qa.scale / out_scale, qb.scale / out_scale], low)
+        self.q[end] = QTensor(value, out_scale)
+        return True
+
+    def concat(self, bb, var, value):
+        fields = value.args[0].fields if isinstance(value.args[0], relax.Tuple) else None
+        if fields is None or not all(self._int8_input(f) for f in fields):
+            return False
+        out_scale = self.scale(var)
+        parts = []
+        for field in fields:
+            q = self.as_q(bb, field)
+            parts.append(q.value if q.scale == out_scale else int8_ops.rescale_sum(bb, [q.value], [q.scale / out_scale]))
+        self.q[var] = QTensor(bb.emit(R.concat(parts, axis=int(value.attrs.axis))), out_scale)
+        return True
