@@ -77,7 +77,6 @@ def main(argv=None) -> int:
 
     import targets
     from tvm_ecnn.deploy import CompileError, compile_model
-    from tvm_ecnn.device.errors import ExternalToolError
     from tvm_ecnn.frontend import ExportError, UnsupportedOperatorError
 
     if not args.traceback:
@@ -100,9 +99,6 @@ def main(argv=None) -> int:
     except (ValueError, ExportError) as error:
         print(f"error: {first_line(error)}", file=sys.stderr)
         return 2
-    except ExternalToolError as error:  # the linker is missing or failed: its name, what to install, its output
-        print(f"error: {error}", file=sys.stderr)
-        return 1
     print(result.summary())
     return 0
 

@@ -33,7 +33,6 @@ from relay_ops._registry import MIXED_PRECISION_FOLLOW
 from . import metadata as _metadata
 from . import models as _models
 from .compiler_pass.texture_fallback import texture_fallback
-from .device.errors import ExternalToolError
 from .device.export import cross_compiler_for
 from .frontend import RewriteReport, from_torch
 from .metadata import InputSpec
@@ -289,12 +288,11 @@ _COMPILER_CODE = tuple(str(p) for p in (Path(_targets.__file__).resolve().parent
 
 
 def _raised_by_compiler(error: BaseException) -> bool:
-    """False for input errors (the frontend's ExportError and UnsupportedOperatorError, ``ValueError``s raised by
-    this project's own checks) and for a missing or failing external tool (``ExternalToolError`` names it already).
-    True for everything else: raised inside TVM, torch or our passes."""
+    """False for input errors: the frontend's ExportError and UnsupportedOperatorError, and ``ValueError``s raised by
+    this project's own checks. True for everything else: raised inside TVM, torch, a toolchain or our passes."""
     from .frontend import ExportError, UnsupportedOperatorError
 
-    if isinstance(error, (ExportError, UnsupportedOperatorError, ExternalToolError)):
+    if isinstance(error, (ExportError, UnsupportedOperatorError)):
         return False
     if not isinstance(error, ValueError):
         return True
