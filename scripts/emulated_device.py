@@ -6,7 +6,9 @@
     python scripts/emulated_device.py stop [--workdir D]
 
 The pids/ports live in ``--state`` (default ``<workdir>/cli-state.json``) so that ``stop`` works from another
-shell. Workdir defaults to ``$TVM_ECNN_EMU_DIR`` or ``~/.cache/tvm-ecnn/emu``. See ``tvm_ecnn.device.emulated``.
+shell; ``stop`` signals only processes this script started (pid and start time both match). Workdir defaults to
+``$TVM_ECNN_EMU_DIR`` or ``~/.cache/tvm-ecnn/emu``. See ``tvm_ecnn.device.emulated``.
+A ``--port`` something already listens on is refused (exit 1); a bad ``--port`` or state file exits with 2.
 """
 
 from __future__ import annotations
@@ -27,12 +29,34 @@ def _state_file(args) -> Path:
     return Path(args.workdir or emulated.default_workdir()).expanduser().resolve() / "cli-state.json"
 
 
+class BadStateFile(ValueError):
+    """A state file ``start`` did not write: no process is signalled on its word."""
+
+
+_STATE_KEYS = ("host", "port", "key", "tracker", "device")
+
+
 def _load(args) -> tuple[dict, list[emulated.Service]] | tuple[None, list]:
+    """The state ``start`` wrote, or (None, []) when there is none."""
+    path = _state_file(args)
     try:
-        state = json.loads(_state_file(args).read_text())
-    except (OSError, ValueError):
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
         return None, []
-    return state, [emulated.Service(**state[name]) for name in ("device", "tracker")]
+    except (OSError, ValueError) as error:
+        raise BadStateFile(f"cannot read state file {path}: {error}") from error
+    missing = [k for k in _STATE_KEYS if k not in state] if isinstance(state, dict) else list(_STATE_KEYS)
+    services = []
+    if not missing:
+        try:
+            services = [emulated.Service(**state[name]) for name in ("device", "tracker")]
+        except TypeError as error:  # a service's fields missing or unknown
+            missing = [f"service fields ({error})"]
+    if missing:
+        raise BadStateFile(f"state file {path} is not one `start` wrote (missing {', '.join(missing)}); nothing "
+                           "was signalled: look for leftovers with `ps -eo pid,pgid,args | grep tvm.exec`, "
+                           "then delete the file")
+    return state, services
 
 
 def cmd_start(args) -> int:
@@ -41,7 +65,11 @@ def cmd_start(args) -> int:
         print(f"already running: --rpc-tracker {state['host']}:{state['port']} --rpc-key {state['key']} "
               f"(run `stop` first)", file=sys.stderr)
         return 1
-    tracker = emulated.start_tracker(args.host, args.port, args.workdir)
+    try:
+        tracker = emulated.start_tracker(args.host, args.port, args.workdir)
+    except OSError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     try:
         device = emulated.start_device(args.workdir, f"{args.host}:{tracker.port}", args.key)
     except BaseException:
@@ -59,6 +87,9 @@ def cmd_start(args) -> int:
 
 def cmd_stop(args) -> int:
     _, services = _load(args)
+    for s in services:
+        if not s.owns_group():
+            print(f"{s.name} (pid {s.pid}) ended long ago and its pid now belongs to another process: left alone")
     emulated.stop(*services)
     _state_file(args).unlink(missing_ok=True)
     print("stopped" if services else "nothing to stop")
@@ -91,7 +122,14 @@ def main(argv=None) -> int:
     start.add_argument("--key", default=emulated.DEFAULT_KEY, help="device key (default: %(default)s)")
     start.add_argument("--host", default="127.0.0.1", help="tracker/server host (default: %(default)s)")
     args = parser.parse_args(argv)
-    return args.func(args)
+    if getattr(args, "port", None) is not None and not 1 <= args.port <= 65535:
+        print(f"error: --port must be a TCP port (1-65535), got {args.port}", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except BadStateFile as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

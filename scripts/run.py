@@ -78,6 +78,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rpc-tracker", metavar="HOST:PORT", help="run on a device of this RPC tracker")
     parser.add_argument("--rpc-key", help="the device's key at the tracker")
     parser.add_argument("--device", default="cpu", choices=["cpu", "opencl"])
+    parser.add_argument("--session-timeout", type=float, default=300, metavar="SECONDS",
+                        help="longest the device session may last, request to last result (default: 300): a frozen "
+                             "or dead device ends the run with an error then")
     parser.add_argument("--number", type=at_least(1), default=10, help="runs averaged per measurement (default: 10)")
     parser.add_argument("--repeat", type=at_least(1), default=5, help="measurements (default: 5)")
     args = parser.parse_args(argv)
@@ -89,7 +92,8 @@ def main(argv=None) -> int:
     try:
         model = shape = None
         if args.rpc_tracker:
-            loaded = runtime.upload_and_load(args.path, args.rpc_tracker, args.rpc_key, device=args.device)
+            loaded = runtime.upload_and_load(args.path, args.rpc_tracker, args.rpc_key, device=args.device,
+                                             session_timeout=args.session_timeout)
         else:
             loaded = runtime.load(args.path, device=args.device)
         if args.model:
@@ -103,33 +107,37 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (ConnectionError, RuntimeError) as error:
+    except (ConnectionError, TimeoutError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 
-    with loaded:
-        try:
-            inputs = _inputs(args, loaded, shape)
-            outputs = loaded.run(*inputs)
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        for i, out in enumerate(outputs):
-            print(_summary(i, out))
-        if model is not None:
+    try:
+        with loaded:
             try:
-                expected = _torch_outputs(model, inputs)
-            except (RuntimeError, ValueError, TypeError) as error:
-                print(f"error: --model {args.model} does not take these inputs: {str(error).splitlines()[0]}",
-                      file=sys.stderr)
+                inputs = _inputs(args, loaded, shape)
+                outputs = loaded.run(*inputs)
+            except ValueError as error:
+                print(f"error: {error}", file=sys.stderr)
                 return 2
-            if [o.shape for o in outputs] != [e.shape for e in expected]:
-                print(f"outputs do not match PyTorch's: {[o.shape for o in outputs]} vs {[e.shape for e in expected]}")
-            else:
-                error = max(float(np.abs(o - e).max()) for o, e in zip(outputs, expected, strict=True))
-                scale = max(float(np.abs(e).max()) for e in expected)
-                print(f"max abs error vs PyTorch: {error:.3g} (largest |output| {scale:.3g})")
-        latency = loaded.benchmark(*inputs, number=args.number, repeat=args.repeat)
+            for i, out in enumerate(outputs):
+                print(_summary(i, out))
+            if model is not None:
+                try:
+                    expected = _torch_outputs(model, inputs)
+                except (RuntimeError, ValueError, TypeError) as error:
+                    print(f"error: --model {args.model} does not take these inputs: {str(error).splitlines()[0]}",
+                          file=sys.stderr)
+                    return 2
+                if [o.shape for o in outputs] != [e.shape for e in expected]:
+                    print(f"outputs do not match PyTorch's: {[o.shape for o in outputs]} vs {[e.shape for e in expected]}")
+                else:
+                    error = max(float(np.abs(o - e).max()) for o, e in zip(outputs, expected, strict=True))
+                    scale = max(float(np.abs(e).max()) for e in expected)
+                    print(f"max abs error vs PyTorch: {error:.3g} (largest |output| {scale:.3g})")
+            latency = loaded.benchmark(*inputs, number=args.number, repeat=args.repeat)
+    except TimeoutError as error:  # a frozen or dead RPC device
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     where = f"{args.rpc_key} via {args.rpc_tracker}" if args.rpc_tracker else "this machine"
     print(f"latency on {where} ({args.device}): median {latency['median_ms']:.3f} ms, min {latency['min_ms']:.3f} ms, "
           f"max {latency['max_ms']:.3f} ms ({args.repeat} x {args.number} runs)")

@@ -5,9 +5,11 @@
     python scripts/tune.py --model fenet1_0 --target host --trials 200              # measured on this machine
     python scripts/compile.py --model fenet1_0 --target host --tuning-db tuning-db/host
 
-Several phones registered under one key are measured in parallel. Ctrl-C or a kill keeps every finished batch in
-the database; rerunning the same command resumes, counting the trials already there toward --trials.
-Bad names print the valid ones and exit with status 2; an unreachable tracker or unknown key exits with 1.
+Several phones registered under one key are measured in parallel. Ctrl-C (once) or a kill keeps every finished
+batch in the database and drops the batches in flight; rerunning the same command resumes, counting the trials
+already there toward --trials. A device that gives no answer within --session-timeout, or leaves the tracker, stops
+tuning the same way (exit status 1). Bad names print the valid ones and exit with status 2; an unreachable tracker or
+unknown key exits with 1.
 """
 from __future__ import annotations
 
@@ -33,6 +35,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rpc-tracker", metavar="HOST:PORT", help="measure on the devices of this RPC tracker")
     parser.add_argument("--rpc-key", help="the devices' key at the tracker")
     parser.add_argument("--runner-workers", type=int, help="parallel measurements (default: devices under the key)")
+    parser.add_argument("--session-timeout", type=float, default=120, metavar="SECONDS",
+                        help="longest one measurement on a device may take, waiting for the device included "
+                             "(default: 120); no answer by then stops tuning")
     parser.add_argument("--seed", type=int, help="random seed of the search")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -52,7 +57,7 @@ def main(argv=None) -> int:
         mod = import_model(args.model, args.input_shape, args.dtype)[0]
         path = tune(mod, target, tuning_db, trials=args.trials, rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key,
                     runner_workers=args.runner_workers, seed=args.seed, trials_per_batch=args.trials_per_batch,
-                    progress=not args.quiet)
+                    session_timeout=args.session_timeout, progress=not args.quiet)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -60,8 +65,8 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished batches are kept in {tuning_db}; rerun the same command to resume",
-              file=sys.stderr)
+        print(f"\ninterrupted: the batches in flight were dropped, the finished ones are kept in {tuning_db}; "
+              "rerun the same command to resume", file=sys.stderr)
         return 130
     print(f"tuning database: {path}\napply it: scripts/compile.py --model {args.model} --target {args.target} "
           f"--tuning-db {path}")

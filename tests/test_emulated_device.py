@@ -108,3 +108,55 @@ def test_cli_start_status_stop_leaves_no_processes(binfmt, tmp_path):
         subprocess.run([*cli, "stop", "--state", str(state)], check=True, capture_output=True)
     assert services and not any(s.alive() for s in services)
     assert not state.exists()
+
+
+CLI = [sys.executable, str(REPO / "scripts" / "emulated_device.py")]
+
+
+@pytest.fixture(scope="module")
+def other_tracker():
+    """An RPC tracker this test module started itself: the 'other TVM process' of the tests below."""
+    tracker = emulated.start_tracker()
+    yield tracker
+    emulated.stop(tracker)
+
+
+def test_cli_start_refuses_a_port_another_tracker_owns(other_tracker, tmp_path):
+    state = tmp_path / "state.json"
+    proc = subprocess.run([*CLI, "start", "--port", str(other_tracker.port), "--state", str(state)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr.strip() == (f"error: port {other_tracker.port} on 127.0.0.1 is already in use (another RPC "
+                                   "tracker?): choose another --port, or leave it out to get a free one")
+    assert other_tracker.alive() and not state.exists()
+    assert emulated.tracker_summary("127.0.0.1", other_tracker.port)["server_info"] == []  # nothing registered
+
+
+def test_cli_stop_with_a_stale_state_file_leaves_the_pids_new_owner_alone(other_tracker, tmp_path):
+    """The state names the other tracker's pid, but with another start time: a recycled pid, not ours."""
+    service = dict(other_tracker.to_json(), started=other_tracker.started - 1)
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"host": "127.0.0.1", "port": other_tracker.port, "key": "k",
+                                 "tracker": service, "device": service}))
+    proc = subprocess.run([*CLI, "stop", "--state", str(state)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"(pid {other_tracker.pid}) ended long ago and its pid now belongs to another process" in proc.stdout
+    assert other_tracker.alive() and emulated._port_open("127.0.0.1", other_tracker.port)
+    assert not state.exists()
+
+
+@pytest.mark.parametrize("content", ['{"host": "127.0.0.1", "port": 9190}', "[]", "{not json",
+                                     '{"host": "h", "port": 1, "key": "k", "tracker": {"pid": 1}, "device": {}}'])
+def test_cli_stop_with_a_foreign_state_file_exits_2_in_one_line(tmp_path, content):
+    state = tmp_path / "state.json"
+    state.write_text(content)
+    proc = subprocess.run([*CLI, "stop", "--state", str(state)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert str(state) in proc.stderr and "Traceback" not in proc.stderr
+    assert state.read_text() == content, "a state file we did not write must be left for the user to check"
+
+
+def test_cli_port_out_of_range_exits_2_in_one_line():
+    proc = subprocess.run([*CLI, "start", "--port", "99999"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: --port must be a TCP port (1-65535), got 99999"

@@ -22,10 +22,11 @@ from tvm.s_tir import meta_schedule as ms
 import relay_ops
 import targets
 from relax_helpers import build_module
-from tvm_ecnn import tuning
+from tvm_ecnn import tuning, tuning_db
 from tvm_ecnn.device import emulated
 from tvm_ecnn.pipeline import build, relax_pipeline, tuning_passes
 from tvm_ecnn.runtime import tracker_devices
+from tvm_ecnn.tuning_db import AppliedRecords
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = targets.get_target("host")
@@ -130,19 +131,33 @@ def test_kill_keeps_finished_batches_and_rerun_resumes(killed_then_resumed):
     assert len(after) == TRIALS, "the trials already in the database must count toward --trials, exactly"
 
 
-def test_first_ctrl_c_lets_the_batches_in_flight_finish(module, tmp_path):
+def measured_secs(line: str) -> float:
+    return min(float(s) for s in json.loads(line)[1][1])
+
+
+@pytest.mark.parametrize("to", ["process", "group"])
+def test_one_ctrl_c_drops_the_batch_in_flight_and_keeps_the_finished(module, tmp_path, to):
+    """One SIGINT to the tuning process (``kill -INT``) or to its whole group (a terminal's Ctrl-C, which also kills
+    the builder workers) mid-search: it ends at once, and no candidate of the batch in flight is recorded."""
     db = tmp_path / "db"
     proc, log = start_tuning(module, db)
     try:
         wait_for_first_batch(proc, db, log)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=180)
+        before = finished_records(db)
+        time.sleep(2)  # into the next batch's search or build
+        if to == "group":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
     finally:
         wait_until_gone(proc)
     output = log.read_text()
     assert proc.returncode == -signal.SIGINT, output[-3000:]  # KeyboardInterrupt, not a crash (std::terminate)
-    assert "finishing the batches in flight" in output and "KeyboardInterrupt" in output
-    assert (db / RECORDS).read_text().endswith("\n") and BATCH <= len(finished_records(db)) <= TRIALS
+    assert "KeyboardInterrupt" in output and "terminate" not in output and "Exception ignored" not in output, output
+    after = finished_records(db)
+    assert (db / RECORDS).read_text().endswith("\n") and after[: len(before)] == before
+    assert all(measured_secs(line) < 1e9 for line in after), "a dropped candidate was recorded as a failed trial"
 
 
 def test_hand_schedule_is_the_first_trial(killed_then_resumed, module):
@@ -170,14 +185,59 @@ def test_build_applies_the_best_record_with_unchanged_numerics(killed_then_resum
     np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)
 
 
-def test_torn_last_record_is_dropped_and_finished_run_returns_at_once(killed_then_resumed, module, tmp_path):
+def test_torn_last_record_is_left_out_by_compile_and_cut_by_tune(killed_then_resumed, module, tmp_path):
     db = tmp_path / "db"
     shutil.copytree(killed_then_resumed[0], db)
     with open(db / RECORDS, "a") as f:
         f.write('[0, [[["Split", ')  # what a kill in the middle of an append leaves
+    records = AppliedRecords(db, HOST)
+    relax_pipeline(HOST, records)(module)  # TVM's own reader dies here in C++ ("Unexpected token")
+    assert records.summary().startswith("tuning records applied: 1 of 1 kernels")
+    assert not (db / RECORDS).read_text().endswith("\n"), "compile must not write to the database"
+
     tuning.tune(module, HOST, db, trials=TRIALS, trials_per_batch=BATCH, progress=False)
     assert (db / RECORDS).read_text().endswith("\n")
     assert finished_records(db) == killed_then_resumed[2]
+
+
+@pytest.mark.parametrize("damaged", [WORKLOADS, RECORDS])
+def test_garbage_line_is_an_error_naming_file_and_line_for_compile_and_tune(killed_then_resumed, module, tmp_path,
+                                                                               damaged):
+    db = tmp_path / "db"
+    shutil.copytree(killed_then_resumed[0], db)
+    lines = (db / damaged).read_text().splitlines(keepends=True)
+    (db / damaged).write_text("".join([lines[0], "{not json\n", *lines[1:]]))
+    kept = (db / damaged).read_text()
+    for use in (lambda: AppliedRecords(db, HOST), lambda: tuning.tune(module, HOST, db, trials=TRIALS + 1)):
+        with pytest.raises(ValueError, match=f"{db / damaged}:2: not a tuning database line"):
+            use()
+    assert (db / damaged).read_text() == kept
+
+
+def test_records_of_another_target_are_refused(killed_then_resumed, module):
+    db = killed_then_resumed[0]
+    with pytest.raises(ValueError, match="tuned for llvm.*not for llvm, mtriple=aarch64-linux-gnu"):
+        build(module, "aarch64-linux", tuning_db=db)
+    with pytest.raises(ValueError, match="holds records tuned for llvm.*another --tuning-db"):
+        tuning_db.open_for_tuning(db, targets.get_target("aarch64-linux"))  # what tune() opens (with a device)
+
+
+def test_records_of_another_input_shape_are_refused(killed_then_resumed):
+    """The module of the database, on a 12x12 instead of an 8x8 input."""
+    wider = build_module(lambda x: relay_ops.shift_conv2d(x, relax.const(np.ones((16, 16, 1, 1), "float32")),
+                                                          activation="relu"), [((1, 16, 12, 12), "float32")])
+    with pytest.raises(ValueError, match="none of the .* records .* another model, input shape or dtype"):
+        relax_pipeline(HOST, killed_then_resumed[0])(wider)
+
+
+def test_missing_tuning_db_folder_is_an_error_before_compiling(tmp_path):
+    missing = tmp_path / "tuning-db" / "hots"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "compile.py"), "--model", "shiftresnet20",
+                           "--target", "host", "--tuning-db", str(missing), "-o", str(tmp_path / "net.so")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert f"tuning database {missing} does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    assert not missing.exists() and not (tmp_path / "net.so").exists()
 
 
 def test_design_space_has_hand_and_generic_sketches(module):
@@ -250,7 +310,8 @@ def two_devices(binfmt):
 def test_rpc_tuning_measures_so_files_on_the_devices_of_the_key(two_devices, tmp_path):
     address = two_devices
     # one runner worker per device under the key: the tracker spreads the candidates over them
-    assert tuning._runner_factory(targets.get_target("aarch64-linux"), address, KEY, None).keywords["max_workers"] == 2
+    make_runner, _ = tuning._runner_factory(targets.get_target("aarch64-linux"), address, KEY, None, 120)
+    assert make_runner.keywords["max_workers"] == 2
     db = tuning.tune(conv_module(), "aarch64-linux", tmp_path / "db", trials=BATCH,
                      trials_per_batch=BATCH, rpc_tracker=address, rpc_key=KEY, seed=0, progress=False)
     assert_no_popen_workers_left()

@@ -37,6 +37,7 @@ from .device.export import cross_compiler_for
 from .frontend import RewriteReport, from_torch
 from .metadata import InputSpec
 from .pipeline import relax_pipeline, tir_pipeline
+from .tuning_db import AppliedRecords
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "int8": torch.float32}  # int8: the fp32 import, quantized
 
@@ -55,6 +56,7 @@ class CompileResult:
     seconds: dict[str, float] = field(default_factory=dict)
     texture_fallback: dict[str, int] = field(default_factory=dict)  # op -> calls kept in buffers on a texture target
     int8_lines: list[str] = field(default_factory=list)
+    tuning: str | None = None  # "tuning records applied: N of M kernels (from DIR)" when a database was given
 
     def summary(self) -> str:
         rewritten = ", ".join(f"{pattern} x{n}" for pattern, n in sorted(self.report.counts().items())) or "none"
@@ -72,6 +74,8 @@ class CompileResult:
         if self.roofline_ms is not None:
             lines.append(f"roofline    {self.roofline_ms:.3f} ms (analyzer estimate for {self.target}, {self.dtype})")
         lines.extend(self.int8_lines)
+        if self.tuning is not None:
+            lines.append(self.tuning)
         lines.append("stages      " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items()))
         lines.append(f"output      {self.output}")
         return "\n".join(lines)
@@ -425,6 +429,7 @@ def compile_model(model="shiftresnet20", input_shape=None, target="adreno", *, d
     torch_model, shape, name = load_model(model, input_shape, seed)
     out = Path(output or f"{name}-{str(target).replace('/', '-')}.so").resolve()
     check_output(out, _model_files(model, tuning_db))
+    records = AppliedRecords(tuning_db, tvm_target) if tuning_db is not None else None  # a bad path fails now
     stages = tqdm(total=5 if dtype == "int8" else 4, desc="compile", disable=not progress, bar_format="{desc} {bar:10} {n}/{total}{postfix}")
     seconds = {}
     report = None
@@ -457,7 +462,7 @@ def compile_model(model="shiftresnet20", input_shape=None, target="adreno", *, d
             mod = quantized.mod
         inputs = saved or [InputSpec(p.name, tuple(int(d) for d in p.ty.shape), str(p.ty.dtype))
                            for p in mod["main"].params]
-        lowered = stage("lower", lambda: _lower_naming_the_pass(relax_pipeline(tvm_target, tuning_db), mod),
+        lowered = stage("lower", lambda: _lower_naming_the_pass(relax_pipeline(tvm_target, records), mod),
                         lambda error: f"pass {error.failed_pass}" if getattr(error, "failed_pass", None) else None)
         lowered = _metadata.attach(lowered, inputs, model=str(model) if isinstance(model, (str, Path)) else name,
                                    target=str(target), dtype=dtype, seed=seed)
@@ -471,7 +476,9 @@ def compile_model(model="shiftresnet20", input_shape=None, target="adreno", *, d
     param_bytes = sum(int(np.prod(c.value.shape)) * np.dtype(c.value.dtype).itemsize for c in _constants(mod))
     shown = tuple(d if isinstance(d, int) else _metadata.dim_text(d) for d in inputs[0].shape)
     result = CompileResult(out, name, str(target), shown, dtype, report, _kernels(lowered, tvm_target), param_bytes,
-                           _roofline(torch_model, shape, target, dtype), seconds, texture_fallback(lowered))
+                           _roofline(torch_model, shape, target, dtype), seconds,
+                           texture_fallback=texture_fallback(lowered),
+                           tuning=records.summary() if records is not None else None)
     if quantized is not None:
         result.int8_lines = _int8_lines(quantized, executable if str(target) == "host" else None)
     return result

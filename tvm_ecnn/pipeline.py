@@ -26,6 +26,7 @@ from .compiler_pass.texel_schedule import ScheduleTexelWrites
 from .compiler_pass.texture_fallback import KeepOffTextures
 from .compiler_pass.texture_reshape import CopyTextureBeforeReshape
 from .compiler_pass.unshare_constants import UnshareConstants
+from .tuning_db import AppliedRecords
 
 
 def _backend(target: tvm.target.Target):
@@ -46,7 +47,8 @@ def _after_fusion(target: tvm.target.Target, tuning_db) -> list:
     # and mark what they schedule `tirx.is_scheduled`, which ApplyEcnnSchedules then leaves alone.
     passes = [ApplyEcnnSchedules(target)] + ([ApplyDefaultCpuSchedules(target)] if target.kind.name == "llvm" else [])
     if tuning_db is not None:
-        passes.insert(0, relax.transform.MetaScheduleApplyDatabase(work_dir=str(tuning_db)))
+        records = tuning_db if isinstance(tuning_db, AppliedRecords) else AppliedRecords(tuning_db, target)
+        passes.insert(0, records.apply_pass())
     return passes
 
 
@@ -110,7 +112,8 @@ def _as_pass(target: tvm.target.Target, passes: list, name: str) -> tvm.transfor
 
 
 def relax_pipeline(target, tuning_db=None) -> tvm.transform.Pass:
-    """The Relax pipeline ``build`` uses; pass it to ``tvm.compile(relax_pipeline=...)`` yourself."""
+    """The Relax pipeline ``build`` uses; pass it to ``tvm.compile(relax_pipeline=...)`` yourself. ``tuning_db``: a
+    database folder (read and checked now, see :mod:`tvm_ecnn.tuning_db`) or an ``AppliedRecords`` of one."""
     target = _targets.get_target(target)
     before, after = _pass_lists(target, tuning_db)
     return _as_pass(target, before + after, "EcnnPipeline")

@@ -15,11 +15,16 @@ check failure from inside the VM. All handled here once.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import re
+import os
+import signal
 import socket
 import statistics
 import struct
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +39,7 @@ from . import elf
 from . import metadata as _metadata
 
 TRACKER_TIMEOUT_S = 5.0
+DEFAULT_SESSION_TIMEOUT_S = 300.0
 DEVICE_KINDS = ("cpu", "opencl")
 # What a device whose TVM runtime cannot say (the tvm_rpc app has no LLVM) is assumed to be: every phone we target.
 DEFAULT_DEVICE_ARCH = "aarch64"
@@ -163,17 +169,21 @@ def _remote_arch(session) -> str:
         return DEFAULT_DEVICE_ARCH
 
 
-def _load_remote(path: Path, session, kind: str) -> Loaded:
-    _check_loadable(path, _remote_arch(session), "the RPC device")
-    device = _device(kind, session)
-    session.upload(str(path))
-    try:
-        lib = session.load_module(path.name)
-    except TimeoutError:
-        raise
-    except RuntimeError as error:
-        raise RuntimeError(f"the RPC device cannot load {path}: {_first_line(error)}") from None
-    return Loaded(lib, device, session=session, name=path.name)
+def _load_remote(path: Path, session, kind: str, deadline: SessionDeadline | None = None) -> Loaded:
+    deadline = deadline or SessionDeadline(None, "the RPC device")
+    with deadline(f"uploading and loading {path.name}"):
+        _check_loadable(path, _remote_arch(session), "the RPC device")
+        device = _device(kind, session)
+        session.upload(str(path))
+        try:
+            lib = session.load_module(path.name)
+        except TimeoutError:
+            raise
+        except RuntimeError as error:
+            raise RuntimeError(f"the RPC device cannot load {path}: {_first_line(error)}") from None
+        loaded = _RemoteLoaded(lib, device, session=session, name=path.name)
+    loaded.deadline = deadline
+    return loaded
 
 
 def _first_line(error: Exception) -> str:
@@ -222,9 +232,97 @@ def tracker_devices(host: str, port: int, key: str, timeout: float = TRACKER_TIM
     return devices
 
 
-def upload_and_load(path, tracker: str, key: str, device: str = "cpu", session_timeout: float = 600) -> Loaded:
-    """Request a device registered under ``key`` at ``tracker`` ("HOST:PORT"), upload ``path`` and load it."""
+class _Expired(BaseException):
+    """What SIGALRM raises inside a blocking RPC read: not an ``OSError`` or ``RuntimeError``, which TVM's tracker
+    client catches and retries."""
+
+
+class SessionDeadline:
+    """The end of a device session (``session_timeout`` seconds after its request; None: no end): every remote call
+    runs under it and raises a ``TimeoutError`` naming the device when the device has not answered by then.
+
+    Why here: TVM enforces a session timeout only on the server, which a frozen or dead device cannot do, and its
+    client reads the socket without a timeout. SIGALRM interrupts that read (TVM runs Python's signal handlers on
+    EINTR), so this works in the main thread only; elsewhere the calls are unbounded."""
+
+    def __init__(self, seconds: float | None, device: str):
+        self.seconds, self.device = seconds, device
+        self.end = None if seconds is None else time.monotonic() + seconds
+        self.sockets: list[int] = []  # the session's connection: shut down on expiry
+
+    def _abandon(self) -> None:
+        """Shut the session's socket down: freeing its remote objects (``Loaded.close``, garbage collection) would
+        otherwise wait for the silent device for ever; now every further call fails at once."""
+        for fd in self.sockets:
+            with contextlib.suppress(OSError), socket.socket(fileno=os.dup(fd)) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+        self.sockets = []
+
+    def _expired(self, doing: str) -> TimeoutError:
+        return TimeoutError(f"no answer from {self.device} within the {self.seconds:g} s session timeout ({doing}): "
+                            "it is frozen, gone or busy; check it, or give more time with --session-timeout")
+
+    @contextlib.contextmanager
+    def __call__(self, doing: str):
+        if self.end is None or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise self._expired(doing)
+
+        def on_alarm(_signum, _frame):
+            raise _Expired
+
+        previous = signal.signal(signal.SIGALRM, on_alarm)
+        try:
+            try:
+                signal.setitimer(signal.ITIMER_REAL, left)
+                yield
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except _Expired:
+            self._abandon()
+            raise self._expired(doing) from None
+        finally:
+            signal.signal(signal.SIGALRM, previous)
+
+
+class _RemoteLoaded(Loaded):
+    """A :class:`Loaded` on an RPC device: running and timing end by the session's deadline."""
+
+    deadline: SessionDeadline
+
+    def run(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        with self.deadline("running the model"):
+            return super().run(*inputs)
+
+    def benchmark(self, *inputs: np.ndarray, number: int = 10, repeat: int = 5) -> dict[str, float]:
+        with self.deadline(f"timing {repeat} x {number} runs"):
+            return super().benchmark(*inputs, number=number, repeat=repeat)
+
+
+def upload_and_load(path, tracker: str, key: str, device: str = "cpu",
+                    session_timeout: float = DEFAULT_SESSION_TIMEOUT_S) -> Loaded:
+    """Request a device registered under ``key`` at ``tracker`` ("HOST:PORT"), upload ``path`` and load it.
+
+    The session lasts at most ``session_timeout`` seconds: the server ends it then, and every call made through the
+    returned object (the request included) raises a ``TimeoutError`` when the device has not answered by then."""
+    if not session_timeout > 0:
+        raise ValueError(f"session_timeout must be a positive number of seconds, got {session_timeout!r}")
     host, port = parse_tracker(tracker)
     tracker_devices(host, port, key)  # fails in seconds, naming host, port and key
-    session = rpc.connect_tracker(host, port).request(key, session_timeout=session_timeout)
-    return _load_remote(Path(path), session, device)
+    deadline = SessionDeadline(session_timeout, f"device {key!r} at RPC tracker {host}:{port}")
+    before = _connections()
+    with deadline("waiting for a free device"):
+        session = rpc.connect_tracker(host, port).request(key, session_timeout=session_timeout)
+    deadline.sockets = [fd for fd, remote_port in _connections() - before if remote_port != port]
+    return _load_remote(Path(path), session, device, deadline)
+
+
+def _connections() -> set[tuple[int, int]]:
+    """(fd, remote port) of this process's open TCP connections: the one a request adds is its session's."""
+    import psutil
+
+    return {(c.fd, c.raddr.port) for c in psutil.Process().net_connections(kind="tcp")
+            if c.status == psutil.CONN_ESTABLISHED and c.raddr}

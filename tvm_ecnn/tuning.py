@@ -14,7 +14,11 @@ Why not ``ms.relax_integration.tune_relax``: it would tune the wrong module and 
   skips the 40 s ``tvm.s_tir.tensor_intrin`` import (bug B), which ``TuneContext`` is also kept from doing.
 * Every finished batch is committed before the next task is chosen, and ``trials`` counts what the database
   already holds for these kernels: a killed run loses at most the batches in flight, a rerun resumes, and the
-  total is exact. The first Ctrl-C lets the batches in flight finish; a second one aborts.
+  total is exact. One Ctrl-C (also a terminal's, which kills the popen workers) drops the batches in flight
+  instead of committing their candidates as failed trials, and ``tune`` raises ``KeyboardInterrupt``.
+* Every measurement on a device ends within ``session_timeout`` seconds (TVM's ``RPCRunner`` waits for ever on a
+  frozen device); a timeout, or a device the tracker no longer lists, stops tuning the same way with a
+  ``ConnectionError``: a frozen or dead device is not a slow candidate.
 * A tqdm bar shows trials and the best end-to-end kernel time; MetaSchedule's popen workers are reaped.
 """
 from __future__ import annotations
@@ -44,7 +48,10 @@ from tvm.s_tir import meta_schedule as ms
 
 import targets as _targets
 
+from .tuning_db import open_for_tuning
+
 DEFAULT_TRIALS_PER_BATCH = 32
+DEFAULT_SESSION_TIMEOUT_S = 120.0  # one measurement on a device, waiting for it included
 _UNROLL_STEPS = [0, 16, 64, 512]  # what TVM's ParallelizeVectorizeUnroll rule samples on CPUs
 
 
@@ -72,24 +79,55 @@ def export_so(rt_mod: tvm.runtime.Module, target: tvm.target.Target) -> str:
     return path
 
 
+def build_candidate(mod: tvm.IRModule, target: tvm.target.Target) -> str:
+    """One candidate, built and exported: what a builder worker runs."""
+    return export_so(fast_build(mod, target, None), target)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Where candidates are measured
 
 
-def _runner_factory(target: tvm.target.Target, rpc_tracker, rpc_key, runner_workers):
-    """Check now that measurements can happen (fails in seconds), return a function making the runner later."""
+def _runner_factory(target: tvm.target.Target, rpc_tracker, rpc_key, runner_workers, session_timeout: float):
+    """Check now that measurements can happen (fails in seconds); return (a function making the runner later, a
+    function telling from a failed measurement's error whether the device is lost: its message, or None)."""
     if rpc_tracker is None:
         _check_runs_here(target)
-        return ms.runner.LocalRunner
+        return ms.runner.LocalRunner, lambda _error: None
     if not rpc_key:
         raise ValueError("--rpc-tracker needs --rpc-key (the key the device registered with)")
     from .runtime import parse_tracker, tracker_devices
 
     host, port = parse_tracker(rpc_tracker)
     devices = tracker_devices(host, port, rpc_key)
-    config = ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=rpc_key, session_timeout_sec=300)
+    config = ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=rpc_key,
+                                 session_timeout_sec=session_timeout)
     # One worker per device: the tracker hands each session a free device, so the devices measure in parallel.
-    return functools.partial(ms.runner.RPCRunner, config, max_workers=runner_workers or devices)
+    make_runner = functools.partial(_rpc_runner, config, max_workers=runner_workers or devices)
+
+    def device_lost(error: str) -> str | None:
+        if error.startswith("RPCRunner: Timeout"):
+            return (f"no answer from a device under key {rpc_key!r} at RPC tracker {host}:{port} within the "
+                    f"{session_timeout:g} s session timeout: it is frozen, gone or busy (check it, or give more time "
+                    "with --session-timeout)")
+        try:
+            tracker_devices(host, port, rpc_key)
+        except ConnectionError as lost:
+            return f"the device went away while measuring: {lost}"
+        return None
+
+    return make_runner, device_lost
+
+
+def _rpc_runner(config: ms.runner.RPCConfig, max_workers: int) -> ms.runner.RPCRunner:
+    """``RPCRunner`` whose pool times out after the session timeout: its own has no timeout, so a frozen device
+    would block it for ever."""
+    from tvm.support.popen_pool import PopenPoolExecutor
+
+    runner = ms.runner.RPCRunner(config, max_workers=max_workers)
+    runner.pool.shutdown()
+    runner.pool = PopenPoolExecutor(max_workers=max_workers, timeout=config.session_timeout_sec)
+    return runner
 
 
 def _target_arch(target: tvm.target.Target) -> str:
@@ -285,8 +323,9 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
         self._show()
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
-        self.stats.record(task_id, runner_results)
-        self.bar.update(len(runner_results))
+        measured = [r for b, r in zip(builder_results, runner_results, strict=True) if not _dropped(b, r)]
+        self.stats.record(task_id, measured)
+        self.bar.update(len(measured))
         self._show()
 
     def _show(self) -> None:
@@ -305,23 +344,153 @@ def _median_s(run_secs) -> float:
 
 
 # ------------------------------------------------------------------------------------------------------------------
+# Stopping: one Ctrl-C or a lost device drops the batches in flight (an exception raised inside MetaSchedule's
+# Python callbacks would unwind through C++ and abort the process: every piece below checks the guard instead)
+
+DROPPED = "tvm-ecnn: dropped, tuning stopped before this candidate finished"
+
+
+class _Guard:
+    """Why tuning stops (None while it runs). Stopping empties the budget (no new batch), cancels the candidates
+    not yet started and kills the popen workers busy with the others, whose results then read ``DROPPED``."""
+
+    def __init__(self, budget: _Budget):
+        self.budget = budget
+        self.reason: BaseException | None = None
+        self.pools: list = []  # popen pools with candidates in flight
+        self.workers_before = set(_popen_workers())
+
+    def stop(self, reason: BaseException) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.budget.left = 0
+        for pool in list(self.pools):
+            pool._threadpool.shutdown(wait=False, cancel_futures=True)
+        _kill(p for pid, p in _popen_workers().items() if pid not in self.workers_before)
+
+    def raise_reason(self, tuning_db: Path) -> None:
+        if isinstance(self.reason, ConnectionError):
+            raise ConnectionError(f"{self.reason}. The batches in flight were dropped; the finished ones are kept in "
+                                  f"{tuning_db}: rerun the same command to resume")
+        if self.reason is not None:
+            raise self.reason
+
+
+def _cancel(future) -> None:
+    with contextlib.suppress(AttributeError):
+        future.cancel()
+
+
+@derived_object
+class _DroppableBuilder(ms.builder.PyBuilder):
+    """``LocalBuilder``'s parallel build of a batch (fresh popen workers per batch) with :func:`build_candidate`,
+    which the guard can stop midway (``LocalBuilder`` would restart a worker for every candidate left)."""
+
+    def __init__(self, guard: _Guard, timeout_sec: float, max_workers: int | None = None):
+        super().__init__()
+        self.guard, self.timeout_sec, self.max_workers = guard, timeout_sec, max_workers or ms.utils.cpu_count()
+
+    def build(self, build_inputs):
+        from tvm.support.popen_pool import PopenPoolExecutor
+
+        if self.guard.reason is not None:
+            return [ms.builder.BuilderResult(None, DROPPED) for _ in build_inputs]
+        pool = PopenPoolExecutor(max_workers=self.max_workers, timeout=self.timeout_sec)
+        self.guard.pools.append(pool)
+        try:
+            futures = [pool.submit(build_candidate, i.mod, i.target) for i in build_inputs]
+            return [self._result(future) for future in futures]
+        finally:
+            self.guard.pools.remove(pool)
+            pool.shutdown()
+
+    def _result(self, future):
+        if self.guard.reason is not None and not future.done():
+            future.cancel()
+            return ms.builder.BuilderResult(None, DROPPED)
+        try:
+            return ms.builder.BuilderResult(future.result(), None)
+        except Exception as error:  # noqa: BLE001  (a popen worker's exception, as LocalBuilder reports it)
+            if self.guard.reason is not None:
+                return ms.builder.BuilderResult(None, DROPPED)
+            if isinstance(error, TimeoutError):
+                return ms.builder.BuilderResult(None, f"LocalBuilder: Timeout, killed after {self.timeout_sec} s")
+            return ms.builder.BuilderResult(None, f"LocalBuilder: An exception occurred\n{error}")
+
+
+@derived_object
+class _GuardedFuture(ms.runner.PyRunnerFuture):
+    """A measurement that reads ``DROPPED`` once tuning stops, and stops tuning when it shows the device lost."""
+
+    def __init__(self, inner, guard: _Guard, device_lost):
+        super().__init__()
+        self.inner, self.guard, self.device_lost = inner, guard, device_lost
+
+    def done(self) -> bool:
+        return self.guard.reason is not None or self.inner.done()
+
+    def result(self):
+        if self.guard.reason is not None and not self.inner.done():
+            _cancel(getattr(self.inner, "future", None))
+            return ms.runner.RunnerResult(None, DROPPED)
+        result = self.inner.result()
+        if result.error_msg is not None and self.guard.reason is None:
+            lost = self.device_lost(str(result.error_msg))
+            if lost is not None:
+                self.guard.stop(ConnectionError(lost))
+        return ms.runner.RunnerResult(None, DROPPED) if self.guard.reason is not None and result.error_msg \
+            else result
+
+
+@derived_object
+class _GuardedRunner(ms.runner.PyRunner):
+    """Sends candidates one at a time to ``inner`` (``LocalRunner`` measures each inside ``run``), none after the
+    guard stops."""
+
+    def __init__(self, inner, guard: _Guard, device_lost):
+        super().__init__()
+        self.inner, self.guard, self.device_lost = inner, guard, device_lost
+
+    def run(self, runner_inputs):
+        futures = []
+        for runner_input in runner_inputs:
+            if self.guard.reason is not None:
+                futures.append(ms.runner.LocalRunnerFuture(None, DROPPED))
+            else:
+                futures += [_GuardedFuture(f, self.guard, self.device_lost) for f in self.inner.run([runner_input])]
+        return futures
+
+    def close(self) -> None:
+        """Cancel what is queued and end the pool's workers, whose threads would otherwise keep the process alive."""
+        pool = getattr(self.inner, "pool", None)
+        if pool is not None:
+            pool._threadpool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown()
+
+
+@derived_object
+class _CommitMeasured(ms.measure_callback.PyMeasureCallback):
+    """MetaSchedule's ``AddToDatabase`` (failures recorded as 1e10 s), minus the dropped candidates: they were not
+    measured, so they must neither count toward the trials nor be kept from a rerun as failures."""
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
+        task = task_scheduler.tasks_[task_id].ctx
+        database = task_scheduler.database_
+        workload = database.commit_workload(task.mod)
+        for candidate, built, result in zip(measure_candidates, builder_results, runner_results, strict=True):
+            if _dropped(built, result):
+                continue
+            run_secs = [float(s) for s in result.run_secs] if result.run_secs is not None else [1e10]
+            database.commit_tuning_record(ms.database.TuningRecord(
+                candidate.sch.trace, workload, run_secs, task.target, candidate.args_info))
+
+
+def _dropped(built, result) -> bool:
+    return DROPPED in (str(built.error_msg), str(result.error_msg))
+
+
+# ------------------------------------------------------------------------------------------------------------------
 # Database
-
-
-def _drop_torn_line(path: Path) -> None:
-    """A kill in the middle of MetaSchedule's append leaves a partial last line, which would make the whole
-    database unreadable: cut it (it is the unfinished record of an unfinished batch)."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
-
-
-def _open_database(tuning_db: Path) -> ms.database.JSONDatabase:
-    for name in ("database_workload.json", "database_tuning_record.json"):
-        _drop_torn_line(tuning_db / name)
-    return ms.database.JSONDatabase(work_dir=str(tuning_db))
 
 
 def _history(database, workloads) -> tuple[list[int], dict[int, float]]:
@@ -379,20 +548,28 @@ def _popen_workers() -> dict[int, object]:
     return found
 
 
+def _kill(procs) -> None:
+    """SIGKILL these psutil processes and their children (an RPC runner's worker may have its own) and reap them."""
+    import psutil
+
+    procs = list(procs)
+    for proc in list(procs):
+        with contextlib.suppress(psutil.Error):
+            procs += proc.children(recursive=True)
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(procs, timeout=10)
+
+
 @contextlib.contextmanager
 def _reaping_popen_workers():
     """MetaSchedule's builder/runner popen workers may outlive tuning (notes §7): end the ones started here."""
-    import psutil
-
     before = set(_popen_workers())
     try:
         yield
     finally:
-        started = [p for pid, p in _popen_workers().items() if pid not in before]
-        for proc in started:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-        psutil.wait_procs(started, timeout=10)
+        _kill(p for pid, p in _popen_workers().items() if pid not in before)
 
 
 @contextlib.contextmanager
@@ -418,29 +595,21 @@ def _logging_to(path: Path):
 
 
 @contextlib.contextmanager
-def _stop_on_first_interrupt(budget: _Budget):
-    """A Ctrl-C raised inside one of MetaSchedule's Python callbacks unwinds through C++ and aborts the process
-    (``std::terminate``). The first Ctrl-C therefore only empties the budget: no new batch starts, the batches in
-    flight are measured and committed, then ``KeyboardInterrupt`` is raised. A second Ctrl-C interrupts at once."""
+def _stopping_on_interrupt(guard: _Guard):
+    """Ctrl-C stops the guard (the handler returns: raising inside MetaSchedule's callbacks would abort the
+    process), and ``KeyboardInterrupt`` is raised once MetaSchedule has returned. Further Ctrl-Cs change nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    interrupted = []
 
     def on_interrupt(_signum, _frame):
-        interrupted.append(True)
-        budget.left = 0
-        signal.signal(signal.SIGINT, previous)
-        print("\ninterrupted: finishing the batches in flight (Ctrl-C again to abort them)", file=sys.stderr)
+        guard.stop(KeyboardInterrupt())
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         yield
     finally:
-        if signal.getsignal(signal.SIGINT) is on_interrupt:
-            signal.signal(signal.SIGINT, previous)
-    if interrupted:
-        raise KeyboardInterrupt
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager
@@ -464,19 +633,23 @@ def _workers_import_us():
 
 def tune(mod: tvm.IRModule, target, tuning_db, *, trials: int, rpc_tracker: str | None = None,
          rpc_key: str | None = None, runner_workers: int | None = None, seed: int | None = None,
-         trials_per_batch: int = DEFAULT_TRIALS_PER_BATCH, progress: bool = True) -> Path:
+         trials_per_batch: int = DEFAULT_TRIALS_PER_BATCH, session_timeout: float = DEFAULT_SESSION_TIMEOUT_S,
+         progress: bool = True) -> Path:
     """Tune ``mod`` for ``target`` until ``tuning_db`` holds ``trials`` trials of its tasks; returns the folder.
 
     Measures locally, or on the devices registered under ``rpc_key`` at ``rpc_tracker`` ("HOST:PORT"), one
-    runner worker per device unless ``runner_workers`` says otherwise. Build with
-    ``pipeline.build(mod, target, tuning_db=<returned path>)``.
+    runner worker per device unless ``runner_workers`` says otherwise; a measurement that gets no answer from the
+    device within ``session_timeout`` seconds stops tuning with a ``ConnectionError`` (the batches in flight are
+    dropped, finished ones kept). Build with ``pipeline.build(mod, target, tuning_db=<returned path>)``.
     """
     from .pipeline import tuning_passes  # relay_ops, schedules, passes: not for the builder workers
 
     if trials < 1 or trials_per_batch < 1:
         raise ValueError(f"trials and trials_per_batch must be positive, got {trials} and {trials_per_batch}")
+    if not session_timeout > 0:
+        raise ValueError(f"session_timeout must be a positive number of seconds, got {session_timeout!r}")
     target = _targets.get_target(target)
-    make_runner = _runner_factory(target, rpc_tracker, rpc_key, runner_workers)
+    make_runner, device_lost = _runner_factory(target, rpc_tracker, rpc_key, runner_workers, session_timeout)
     tuning_db = Path(tuning_db).expanduser().resolve()
     tuning_db.mkdir(parents=True, exist_ok=True)
 
@@ -485,7 +658,7 @@ def tune(mod: tvm.IRModule, target, tuning_db, *, trials: int, rpc_tracker: str 
         tasks = _tunable_tasks(tuning_passes(target)(mod), target)
         if not tasks:
             raise ValueError("the module has no kernels MetaSchedule may tune")
-        database = _open_database(tuning_db)
+        database = open_for_tuning(tuning_db, target)
         counts, best = _history(database, [database.commit_workload(task.dispatched[0]) for task, _, _ in tasks])
         done = sum(counts)
         budget = _Budget(trials - done)
@@ -501,13 +674,19 @@ def tune(mod: tvm.IRModule, target, tuning_db, *, trials: int, rpc_tracker: str 
         ]
         weights = [float(task.weight) for task, _, _ in tasks]
         stats = _Stats(best)
-        builder = ms.builder.LocalBuilder(f_build=fast_build, f_export=functools.partial(export_so, target=target),
-                                          timeout_sec=120)
-        with (tqdm(total=trials, initial=done, unit="trial", desc=f"tuning {target.tag or target.kind.name}",
-                   disable=not progress) as bar, _stop_on_first_interrupt(budget)):
-            ms.tune_tasks(
-                tasks=contexts, task_weights=weights, work_dir=str(tuning_db), max_trials_global=budget.left,
-                num_trials_per_iter=min(trials_per_batch, budget.left), builder=builder, runner=make_runner(),
-                database=database, cost_model="xgb", task_scheduler=_EagerGradientScheduler(stats, seed),
-                measure_callbacks=[*ms.MeasureCallback.create("default"), _Progress(bar, weights, stats)])
+        guard = _Guard(budget)
+        runner = _GuardedRunner(make_runner(), guard, device_lost)
+        try:
+            with (tqdm(total=trials, initial=done, unit="trial", desc=f"tuning {target.tag or target.kind.name}",
+                       disable=not progress) as bar, _stopping_on_interrupt(guard)):
+                ms.tune_tasks(
+                    tasks=contexts, task_weights=weights, work_dir=str(tuning_db), max_trials_global=budget.left,
+                    num_trials_per_iter=min(trials_per_batch, budget.left),
+                    builder=_DroppableBuilder(guard, timeout_sec=120), runner=runner, database=database,
+                    cost_model="xgb", task_scheduler=_EagerGradientScheduler(stats, seed),
+                    measure_callbacks=[_CommitMeasured(), ms.measure_callback.RemoveBuildArtifact(),
+                                       ms.measure_callback.UpdateCostModel(), _Progress(bar, weights, stats)])
+        finally:
+            runner.close()
+        guard.raise_reason(tuning_db)
     return tuning_db

@@ -183,12 +183,14 @@ def prepare_sysroot(workdir: str | os.PathLike | None = None) -> Path:
 
 @dataclass
 class Service:
-    """A started tracker or device server: ``pid`` leads its own process group (``start_new_session``)."""
+    """A started tracker or device server: ``pid`` leads its own process group (``start_new_session``);
+    ``started`` is its kernel start time, which with the pid names that one process for good."""
 
     name: str
     pid: int
     port: int
     log: str
+    started: int | None = None
 
     def log_tail(self, nbytes: int = 3000) -> str:
         with contextlib.suppress(OSError), open(self.log, "rb") as f:
@@ -197,10 +199,25 @@ class Service:
         return "<no log>"
 
     def alive(self) -> bool:
-        return bool(_group_members(self.pid))
+        return self.owns_group() and bool(_group_members(self.pid))
+
+    def owns_group(self) -> bool:
+        """Whether process group ``pid`` is still the one started here: its leader is the very process we
+        started, or the leader is gone (Linux never hands out a pid still used as a group id, so the remaining
+        members are ours). A stale state file whose pid now belongs to someone else gives False."""
+        now = _start_time(self.pid)
+        return now is None or (self.started is not None and now == self.started)
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+def _start_time(pid: int) -> int | None:
+    """Kernel start time of ``pid`` (clock ticks since boot, /proc/PID/stat field 22); None if no such process."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2:].split()[19])
+    return None
 
 
 _CHILDREN: dict[int, subprocess.Popen] = {}  # to reap our own children after killing them (no zombies)
@@ -212,7 +229,7 @@ def _spawn(name: str, cmd: list[str], log: Path, port: int, env: dict | None = N
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True, cwd=log.parent)
     _CHILDREN[proc.pid] = proc
-    return Service(name, proc.pid, port, str(log))
+    return Service(name, proc.pid, port, str(log), _start_time(proc.pid))
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -229,20 +246,13 @@ def _group_members(pgid: int) -> list[int]:
     return pids
 
 
-def _is_ours(pid: int) -> bool:
-    with contextlib.suppress(OSError):
-        return b"tvm.exec." in Path(f"/proc/{pid}/cmdline").read_bytes()
-    return False
-
-
 def stop(*services: Service | None, timeout: float = 10.0) -> None:
     """Terminate each service's whole process group (SIGTERM, then SIGKILL after ``timeout``).
 
-    Groups are only signalled while one of their members still runs ``tvm.exec.*``, so a stale state file can
-    never kill an unrelated process that inherited a recycled pid.
+    Only groups this module started are signalled (:meth:`Service.owns_group`): a stale state file whose pid was
+    recycled by another process never kills that process.
     """
-    groups = [s.pid for s in services if s is not None]
-    groups = [g for g in groups if any(_is_ours(p) for p in _group_members(g))]
+    groups = [s.pid for s in services if s is not None and s.owns_group()]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for g in groups:
             with contextlib.suppress(ProcessLookupError):
@@ -278,15 +288,44 @@ def _port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def _port_in_use(host: str, port: int) -> bool:
+    """Whether something listens on ``host:port`` already (bound as the tracker binds, with SO_REUSEADDR, so that
+    connections lingering in TIME_WAIT do not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _group_listens(pgid: int, port: int) -> bool:
+    """Whether a member of process group ``pgid`` (the tracker serves from a popen worker child) listens on
+    ``port``: the socket that answers is ours, not another tracker's."""
+    import psutil
+
+    for pid in _group_members(pgid):
+        with contextlib.suppress(psutil.Error):
+            if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                   for c in psutil.Process(pid).net_connections(kind="tcp")):
+                return True
+    return False
+
+
 def start_tracker(host: str = "127.0.0.1", port: int | None = None, workdir=None, timeout: float = 60.0) -> Service:
-    """Start ``python -m tvm.exec.rpc_tracker`` on exactly ``host:port`` (a free port by default); wait for it."""
+    """Start ``python -m tvm.exec.rpc_tracker`` on exactly ``host:port`` (a free port by default); wait until it
+    listens there. A port something else listens on is refused (``OSError``) rather than shared."""
+    if port is not None and _port_in_use(host, port):
+        raise OSError(f"port {port} on {host} is already in use (another RPC tracker?): choose another --port, "
+                      "or leave it out to get a free one")
     port = port or free_port(host)
     log = Path(workdir or default_workdir()).expanduser() / "logs" / f"tracker-{port}.log"
     cmd = [sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", host, "--port", str(port),
            "--port-end", str(port + 1)]
     service = _spawn("rpc_tracker", cmd, log, port)
     try:
-        _wait_for(lambda: _port_open(host, port), timeout, service, f"listening socket on {host}:{port}")
+        _wait_for(lambda: _group_listens(service.pid, port), timeout, service, f"listening socket on {host}:{port}")
     except BaseException:
         stop(service)
         raise

@@ -1,0 +1,160 @@
+"""The one reader of MetaSchedule tuning databases (a folder of two JSON-lines files), for compile and tune alike.
+
+Why not ``ms.database.JSONDatabase(work_dir=...)`` directly: its C++ reader dies on a torn last line (what a kill
+during an append leaves) with ``parallel_for_dynamic error ... Unexpected token`` and no file named, it creates a
+missing folder instead of saying the path is wrong, and its lookup ignores the target, so records tuned for the x86
+host are applied to ARM kernels without a word. Here:
+
+* a torn last line is left out (and cut from the file by the tuner, the only writer);
+* any other line that is not a record is an error naming the file and line;
+* records tuned for another target (kind, ``mtriple``, ``mcpu``, ``device``) are refused: a compile finds none for
+  its target, a tune may not mix them into its own;
+* :class:`AppliedRecords` counts what the compile applied ("tuning records applied: N of M kernels"); none at all
+  from a database holding records for the target means another model, input shape or dtype, and is an error.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import tvm
+from tvm import relax
+from tvm.s_tir import meta_schedule as ms
+
+WORKLOADS = "database_workload.json"
+RECORDS = "database_tuning_record.json"
+_TARGET_FIELDS = ("mtriple", "mcpu", "device")
+
+
+def target_identity(target: tvm.target.Target) -> tuple[str, ...]:
+    """What must match between a record's target and the build target: the kind and the fields that change the code
+    (a host tuned record says nothing about an ARM core or an OpenCL device)."""
+    return (target.kind.name, *(str(target.attrs.get(field, "") or "") for field in _TARGET_FIELDS))
+
+
+def describe(target: tvm.target.Target) -> str:
+    kind, *fields = target_identity(target)
+    return ", ".join([kind] + [f"{name}={value}" for name, value in zip(_TARGET_FIELDS, fields, strict=True) if value])
+
+
+def _lines(path: Path, repair: bool) -> list[tuple[int, dict | list]]:
+    """(line number, parsed JSON) of each complete line; a torn last line is left out (cut from the file if
+    ``repair``), any other unparsable line is a ``ValueError`` naming file and line."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if repair and complete != data:
+        path.write_bytes(complete)
+    parsed = []
+    for number, line in enumerate(complete.decode(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            parsed.append((number, json.loads(line)))
+        except ValueError as error:
+            raise ValueError(f"{path}:{number}: not a tuning database line ({error}): {line[:60]!r}; remove the line "
+                             "or the file (scripts/tune.py rebuilds it)") from None
+    return parsed
+
+
+@dataclass
+class Contents:
+    """A database folder read and checked: its workloads and its records, each record with its line number."""
+
+    folder: Path
+    workloads: list[ms.database.Workload]
+    records: list[tuple[int, ms.database.TuningRecord]]
+
+    def for_target(self, target: tvm.target.Target) -> list[ms.database.TuningRecord]:
+        identity = target_identity(target)
+        return [r for _, r in self.records if target_identity(r.target) == identity]
+
+    def other_targets(self, target: tvm.target.Target) -> list[str]:
+        identity = target_identity(target)
+        return sorted({describe(r.target) for _, r in self.records if target_identity(r.target) != identity})
+
+
+def read(folder, *, repair: bool = False) -> Contents:
+    """Read and check the database in ``folder`` (which must exist). ``repair`` (the tuner, its only writer) cuts a
+    torn last line from the files; without it the line is only left out."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise ValueError(f"tuning database {folder} does not exist (or is not a folder): check the --tuning-db path; "
+                         "scripts/tune.py creates it")
+    workloads_path, records_path = folder / WORKLOADS, folder / RECORDS
+    workloads = []
+    for number, item in _lines(workloads_path, repair):
+        try:
+            workloads.append(ms.database.Workload.from_json(item))
+        except (tvm.TVMError, TypeError, ValueError, IndexError) as error:
+            raise ValueError(f"{workloads_path}:{number}: not a workload ({str(error).splitlines()[0]})") from None
+    records = []
+    for number, item in _lines(records_path, repair):
+        try:
+            records.append((number, ms.database.TuningRecord.from_json(item[1], workloads[item[0]])))
+        except (tvm.TVMError, TypeError, ValueError, IndexError, KeyError) as error:
+            raise ValueError(f"{records_path}:{number}: not a tuning record of {workloads_path.name} "
+                             f"({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+    return Contents(folder, workloads, records)
+
+
+def open_for_tuning(folder: Path, target: tvm.target.Target) -> ms.database.JSONDatabase:
+    """The database the tuner appends to, created if missing, after :func:`read` has repaired and checked it; one
+    holding records for another target is refused (its trial counts and best records would mix targets)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    others = read(folder, repair=True).other_targets(target)
+    if others:
+        raise ValueError(f"tuning database {folder} holds records tuned for {'; '.join(others)}, not for "
+                         f"{describe(target)}: tune into another --tuning-db folder")
+    return ms.database.JSONDatabase(work_dir=str(folder))
+
+
+class AppliedRecords:
+    """The records of ``folder`` for ``target``, read and checked now (a wrong path or file fails before the long
+    compile starts), as a pass that applies them and counts what it applied: ``applied`` of ``kernels``."""
+
+    def __init__(self, folder, target: tvm.target.Target):
+        contents = read(folder)
+        self.folder, self.target = contents.folder, target
+        records = [r for r in contents.for_target(target) if _valid(r)]
+        if contents.records and not records:
+            raise ValueError(f"tuning database {self.folder} was tuned for {'; '.join(contents.other_targets(target))}"
+                             f", not for {describe(target)}: its records do not apply to this target; tune for it "
+                             "(scripts/tune.py --target ...) into another folder")
+        self.database = ms.database.MemoryDatabase()
+        for record in records:
+            self.database.commit_workload(record.workload.mod)
+            self.database.commit_tuning_record(record)
+        self.available = len(records)
+        self.applied = self.kernels = None
+
+    def apply_pass(self) -> tvm.transform.Pass:
+        @tvm.transform.module_pass(opt_level=0, name="EcnnApplyTuningRecords")
+        def _apply(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+            kernels = [g for g, f in mod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
+            scheduled_before = {g for g in kernels if _scheduled(mod[g])}
+            with self.database:
+                tuned = relax.transform.MetaScheduleApplyDatabase()(mod)
+            self.kernels = len(kernels)
+            self.applied = sum(1 for g in kernels if g not in scheduled_before and _scheduled(tuned[g]))
+            if self.available and not self.applied:
+                raise ValueError(f"none of the {self.available} records in tuning database {self.folder} matches a "
+                                 "kernel of this model: it was tuned for another model, input shape or dtype; tune "
+                                 "this one (scripts/tune.py with the same --model, --input-shape and --dtype)")
+            return tuned
+
+        return _apply
+
+    def summary(self) -> str:
+        return f"tuning records applied: {self.applied} of {self.kernels} kernels (from {self.folder})"
+
+
+def _valid(record: ms.database.TuningRecord) -> bool:
+    """Measured, not one of the failures MetaSchedule records as 1e10 s (which a lookup could otherwise return)."""
+    return record.run_secs is not None and all(float(s) < 1e9 for s in record.run_secs)
+
+
+def _scheduled(func) -> bool:
+    return isinstance(func, tvm.tirx.PrimFunc) and bool(func.attrs and func.attrs.get("tirx.is_scheduled", False))
