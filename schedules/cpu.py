@@ -1,15 +1,25 @@
 """Host (x86-64 LLVM) schedules: the development target and the benchmark reference.
 
-``shift_conv2d`` is an outer-product micro-kernel: a vector of output channels accumulates
-``x * w`` for a few output pixels, so the (shifted, bounds-checked) input is one *scalar* load per
-pixel and channel whatever the shift; the boundary test never sits inside a vector lane. The
-kernel's ``[C, O]`` weight panel is staged per output tile so the channel vector is contiguous.
+``shift_conv2d`` (fp32 NCHW, rows of 4 pixels or more) runs the plain 1x1 conv's *pixel-vector*
+micro-kernel (``cpu_conv2d.py``) on the shifted input staged as NCHW planes: the shift's arithmetic
+and bounds tests leave the FMA loop, and the weight panel is packed once per call. Against the plain
+1x1 conv of the same shape the zoo's shift layers went from 2-28x (old schedule) to 0.7-3x, except on
+7x7 maps (4-7x: a 7-pixel vector fills half an AVX-512 register). Otherwise (int8, NCHW4c, narrower rows) an outer-product
+micro-kernel: a vector of output channels accumulates ``x * w`` for a few output pixels, so the
+(shifted, bounds-checked) input is one *scalar* load per pixel and channel whatever the shift; the
+``[C, O]`` weight panel is staged per output tile so the channel vector is contiguous.
 """
 from __future__ import annotations
+
+import math
 
 from tvm.s_tir import Schedule
 
 from ._blocks import divisor, extents
+from .cpu_common import accumulator_budget, vector_lanes
+from .cpu_conv2d import pixel_vector_channels, pixel_vector_width
+from .cpu_loop_nest import schedule_block
+from .split_borders import split_borders
 
 
 def tile_shift_conv2d(sch: Schedule, blocks: dict, out_tiles, pixel_tiles, scope="local"):
@@ -62,13 +72,107 @@ def stage_per_row(sch: Schedule, stage, rows) -> None:
         sch.reorder(loops[-1], loops[-2])
 
 
+def borders_split_cheaply(sch: Schedule, stage) -> bool:
+    """Only the sparse shift (table offsets): ``split_borders`` turns the grouped shift's closed-form
+    offsets and the active shift's four bilinear taps into bounds expressions that cost TVM's
+    simplifier 5-7 s per kernel (sparse: 0.4 s), so those are staged per row instead."""
+    return str(sch.get(stage).annotations.get("ecnn_shift")) == "sparse"
+
+
+def _stage_planes(sch: Schedule, stage, row=None) -> None:
+    """The shifted input staged as NCHW planes ``[N, C, H', W']``: all shift arithmetic out of
+    the FMA loop, a channel's pixels contiguous (across rows too); inlined when there is no shift.
+
+    Per output row (``row``: ``[C, W']`` while it is in L1); else once per call, in parallel over
+    the planes, the sparse shift's rows split into two bounds-tested borders and a test-free
+    interior that LLVM vectorizes (``split_borders``).
+    """
+    if str(sch.get(stage).annotations.get("ecnn_shift")) == "none":
+        sch.compute_inline(stage)
+        return
+    sch.transform_layout(stage, ("write", 0), lambda n, h, w, c: (n, c, h, w))
+    sch.transform_block_layout(stage, lambda n, h, w, c: (n, c, h, w))
+    if row is not None:
+        sch.compute_at(stage, row)
+    elif borders_split_cheaply(sch, stage) and split_borders(sch, stage):  # bounds invariant per plane
+        n, c, _ = sch.get_loops(stage)
+        sch.parallel(sch.fuse(n, c))
+    else:
+        schedule_block(sch, stage, 0)
+
+
+STAGE_ROWS_FROM = 48
+"""Output width from which the shifted input is staged per row (in L1) rather than once per call
+(also narrower rows but for the sparse shift: ``borders_split_cheaply``)."""
+
+
+def rows_per_vector(height: int, width: int, lanes: int) -> int:
+    """Whole rows per pixel vector on maps narrower than half a vector (8x8: 2 rows of AVX-512),
+    dividing the height (a tile of whole rows keeps the epilogue's region exact); 0 for none."""
+    return next((k for k in range(lanes // max(width, 1), 1, -1) if height % k == 0 and 2 * width <= lanes), 0)
+
+
+def pixel_vector_shift_conv2d(sch: Schedule, blocks: dict, target) -> bool:
+    """Pixel vectors, as the host's plain 1x1 convs (``cpu_conv2d.py``): the shifted input staged
+    as NCHW planes (``_stage_planes``); per ``rc`` one contiguous vector of output pixels (whole
+    rows on small maps) times ``channels`` scalar weights, broadcast from the ``[O / channels, C,
+    channels]`` panel packed once per call. The accumulators and the epilogue are NCHW vectors.
+    False (nothing changed) when the map gives no vector or the kernel is not fp32 NCHW."""
+    acc, panel, stage = blocks["shift_conv2d"], blocks["shift_conv2d_weight"], blocks["shift_conv2d_input"]
+    epilogue = blocks.get("shift_conv2d_epilogue")
+    out = sch.get(epilogue if epilogue is not None else acc).writes[0].source
+    if str(out.dtype) != "float32" or len(out.shape) != 4 or str(sch.get(acc).writes[0].source.dtype) != "float32":
+        return False
+    lanes = vector_lanes(target, "float32")
+    n, o, h, w, rc = sch.get_loops(acc)
+    _, out_ch, height, width, _ = extents(sch, [n, o, h, w, rc])
+    rows = rows_per_vector(height, width, lanes)
+    vector = rows * width or pixel_vector_width(width, lanes)
+    if vector == 1:
+        return False
+    channels = pixel_vector_channels(out_ch, accumulator_budget(target) // math.ceil(vector / lanes))
+    if epilogue is not None:
+        sch.set_scope(acc, 0, "local")
+    store = sch.cache_write(acc, 0, "local") if epilogue is None else epilogue
+    if rows:  # one pixel axis, a vector spans whole rows
+        for block in (store, acc):
+            loops = sch.get_loops(block)
+            sch.fuse(loops[2], loops[3])
+        n, o, p, rc = sch.get_loops(acc)
+    else:  # a vector within a row (fusing the rows would make its loads gathers)
+        n, o, h, p, rc = sch.get_loops(acc)
+        sch.reorder(h, o)
+        n = sch.fuse(n, h)
+    fo, fi = sch.split(o, [None, channels])
+    po, pi = sch.split(p, [None, vector])
+    sch.reorder(n, fo, po, rc, fi, pi)
+    sch.reverse_compute_at(store, po)
+    if rows or (width < STAGE_ROWS_FROM and borders_split_cheaply(sch, stage)):
+        sch.parallel(sch.fuse(n, fo, po))
+        _stage_planes(sch, stage)
+    else:
+        sch.parallel(n)
+        _stage_planes(sch, stage, n)
+    # packed once per call (C x O copies against C x O x H' x W' multiply-adds), not marked for
+    # FoldPackedWeights: MetaSchedule's builder strips marked stages and rejects this one (weight[o, c, 0, 0])
+    sch.transform_layout(panel, ("write", 0), lambda c_, o_: (o_ // channels, c_, o_ % channels))
+    sch.unroll(fi)
+    sch.vectorize(pi)
+    sch.vectorize(sch.get_loops(store)[-1])
+    sch.decompose_reduction(acc, rc)
+    return True
+
+
 def schedule_shift_conv2d(sch: Schedule, blocks: dict, target, out_tiles=(64, 32, 16, 8, 4), pixel_tiles=(4, 7, 2)) -> None:
-    """Outer product: per ``rc``, a vector of ``oi`` output channels times one input scalar per pixel.
+    """Pixel vectors when the rows give them (``pixel_vector_shift_conv2d``), else an outer product:
+    per ``rc``, a vector of ``oi`` output channels times one input scalar per pixel.
 
     ``out_tiles``/``pixel_tiles`` are the candidate tile sizes (largest dividing one wins); other
     CPUs pass their own to fit their register file (``schedules/arm_cpu.py``). Integer shifts are
     inlined (one scalar load per channel and pixel is cheapest); the bilinear one is staged per row.
     """
+    if pixel_vector_shift_conv2d(sch, blocks, target):
+        return
     bilinear = is_bilinear(sch, blocks)
     if not bilinear:
         sch.compute_inline(blocks["shift_conv2d_input"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
+import tvm_ffi
 from hypothesis import given, settings, strategies as st
 from tvm import relax
 
@@ -75,23 +76,44 @@ def test_hand_schedule_is_applied_after_fusion():
     assert "T.parallel" in fused[0].script() and "T.vectorized" in fused[0].script()
 
 
-@pytest.mark.parametrize("kind", ["grouped", "active"])
-def test_bilinear_input_is_staged_per_row_and_integer_shifts_inlined(kind):
+@pytest.mark.parametrize("kind", ["grouped", "sparse", "active"])
+def test_shifted_input_is_staged_as_planes_and_the_panel_packed_once_per_call(kind):
+    """Pixel vectors: the shift is computed out of the FMA loop into NCHW planes, and the [O / tile, C, tile]
+    weight panel is packed once per call. Sparse (table) offsets are staged once per call, rows split around a
+    bounds-test-free interior (LLVM vectorizes it); grouped and active shifts per output row, inside the parallel loop."""
     rng = np.random.default_rng(4)
     w = relax.const(rng.standard_normal((32, 16, 1, 1)).astype("float32"))
-    off = relax.const(rng.uniform(-1, 1, (16, 2)).astype("float32")) if kind == "active" else None
+    off = {"sparse": relax.const(rng.integers(-2, 3, (16, 2)).astype("int32")),
+           "active": relax.const(rng.uniform(-1, 1, (16, 2)).astype("float32"))}.get(kind)
     mod = build_module(lambda v: relay_ops.shift_conv2d(v, w, kind, offsets=off), [((1, 16, 8, 12), "float32")])
     lowered = relax_pipeline(tvm.target.Target("host"))(mod)
     (fused,) = [f for gv, f in lowered.functions.items() if "shift_conv2d" in gv.name_hint]
     sch = tvm.s_tir.Schedule(fused)
-    staged = [b for b in _all_blocks(sch) if sch.get(b).name_hint == "shift_conv2d_input"]
-    if kind != "active":
-        assert not staged, "integer shifts are read straight from the input inside the FMA loop"
-        return
-    (block,) = staged
-    assert [int(d) for d in sch.get(block).writes[0].source.shape][2:] == [16, 12], "staged as [C, W'] per output row"
-    extents = [int(sch.get(loop).extent) for loop in sch.get_loops(block)]
-    assert extents[-2:] == [16, 12], f"channels outer, pixels inner (taps loop-invariant per channel): {extents}"
+    (block,) = [b for b in _all_blocks(sch) if sch.get(b).name_hint == "shift_conv2d_input"]
+    if kind != "sparse":
+        loops = sch.get_loops(block)
+        assert sch.get(loops[0]).kind == tvm.tirx.ForKind.PARALLEL and len(loops) == 3, "[C, W'] per output row"
+    else:
+        assert [int(d) for d in sch.get(block).writes[0].source.shape] == [1, 16, 8, 12], "staged as NCHW planes"
+        interior = [loop for loop in _loops_in(sch.get(block).body) if loop.loop_var.name == "w"]
+        assert len(interior) == 1 and not _guarded_loads(interior[0].body.value), "interior without bounds tests"
+    (panel,) = [b for b in _all_blocks(sch) if sch.get(b).name_hint == "shift_conv2d_weight"]
+    assert [int(d) for d in sch.get(panel).writes[0].source.shape] == [2, 16, 16], "panel packed [O / 16, C, 16]"
+    assert sch.get(sch.get_loops(panel)[0]).kind == tvm.tirx.ForKind.SERIAL, "packed once per call, not per row"
+
+
+def _guarded_loads(expr) -> list:
+    """``if_then_else(test, load, 0)`` calls: a zero-padding test per element (index arithmetic may branch)."""
+    found = []
+    tvm_ffi.structural_walk(expr, (tvm.ir.Call, lambda c: found.append(c) if c.op.name == "prim.if_then_else"
+                                   and isinstance(c.args[1], tvm.ir.TensorLoad) else None))
+    return found
+
+
+def _loops_in(stmt) -> list:
+    found = []
+    tvm_ffi.structural_walk(stmt, (tvm.tirx.For, found.append))
+    return found
 
 
 def _all_blocks(sch):

@@ -4,7 +4,8 @@ TVM 0.27's ``tvm.compile`` uses ``relax.get_pipeline("default")`` on CPU targets
 fuses nor schedules (bug D). We build the target's default backend pipeline ourselves and insert
 the ecnn passes where they belong: graph rewrites before legalization (shift groups put in raster
 order, in-place sparse shifts on CPUs), and right after FuseTIR (before dlight) the tuned records of a
-MetaSchedule database, then hand schedules for the ecnn functions the database does not cover.
+MetaSchedule database, then hand schedules for the ecnn functions the database does not cover, then
+(CPUs) default schedules for every other kernel and the packing of their weights into constants.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from .compiler_pass.adreno_conv_epilogues import InlineConvEpilogues, ScheduleBr
 from .compiler_pass.apply_default_cpu_schedules import ApplyDefaultCpuSchedules
 from .compiler_pass.apply_ecnn_schedules import ApplyEcnnSchedules
 from .compiler_pass.ecnn_texture_layout import EcnnTextureLayout, EcnnTextureScopes
+from .compiler_pass.fold_packed_weights import FoldPackedWeights
 from .compiler_pass.raster_order_shift_groups import RasterOrderShiftGroups
 from .compiler_pass.sparse_shift_inplace import SparseShiftInplace
 from .compiler_pass.texel_schedule import ScheduleTexelWrites
@@ -45,7 +47,9 @@ def _before_legalize(target: tvm.target.Target) -> list:
 def _after_fusion(target: tvm.target.Target, tuning_db) -> list:
     # Tuned records first: they are keyed by the fused, not yet scheduled functions (`tuning_passes`),
     # and mark what they schedule `tirx.is_scheduled`, which ApplyEcnnSchedules then leaves alone.
-    passes = [ApplyEcnnSchedules(target)] + ([ApplyDefaultCpuSchedules(target)] if target.kind.name == "llvm" else [])
+    # On CPUs the default schedules come last, then the weight packing they ask for is folded into constants.
+    cpu = [ApplyDefaultCpuSchedules(target), FoldPackedWeights()] if target.kind.name == "llvm" else []
+    passes = [ApplyEcnnSchedules(target)] + cpu
     if tuning_db is not None:
         records = tuning_db if isinstance(tuning_db, AppliedRecords) else AppliedRecords(tuning_db, target)
         passes.insert(0, records.apply_pass())

@@ -1,0 +1,156 @@
+"""Register-blocked conv2d micro-kernels on the host (and NEON), chosen per conv shape:
+
+* stride-1 rows: *pixel vectors*. Per reduction step ``(rc, ry, rx)`` one contiguous input vector
+  of output pixels times a few output channels' scalar weights; the accumulators and the fused
+  bias/activation/residual epilogue are contiguous NCHW vectors.
+* other convs with enough output channels per group: *channel vectors*, the outer product of
+  ``cpu.py``'s ``shift_conv2d``: a vector of output channels times one input scalar per pixel of
+  the tile (stride and padding are only an input address then).
+* depthwise and other narrow groups: ``cpu_depthwise.py``.
+
+The weights are read packed ``[O / tile, C, kh, kw, tile]`` (one contiguous run per micro-kernel
+step). The packing block is marked as a layout-rewrite preprocess, so ``FoldPackedWeights`` moves
+it out of the kernel and folds it into the weight constant at compile time.
+"""
+from __future__ import annotations
+
+import math
+
+import tvm
+from tvm.s_tir import Schedule
+
+from .cpu_common import accumulator_budget, inline_all, mark_weight_prepack, read_index, root_blocks, vector_lanes
+from .cpu_conv2d_block import Conv2d, epilogue_block, pad_block, parallel_conv
+from .cpu_depthwise import per_channel
+from ._blocks import divisor, extents
+from .cpu_loop_nest import schedule_block, stage_padding
+
+
+def pixel_tile(width: int, candidates) -> int:
+    """Output pixels per micro-kernel: a candidate dividing the row, else the one wasting least
+    of the last (predicated) tile."""
+    exact = [p for p in candidates if width % p == 0]
+    if exact:
+        return exact[0]
+    usable = [p for p in candidates if p <= width] or [1]
+    return min(usable, key=lambda p: (math.ceil(width / p) * p - width, -p))
+
+
+def channel_tile(conv: Conv2d, lanes: int, pixels: int, budget: int) -> int:
+    """Output channels per micro-kernel, within one group: whole vectors, as many as the
+    accumulator budget allows for ``pixels`` pixels; else the widest divisor of the group that
+    is at least 4 (odd lane counts are legalized by LLVM); 1 when there is none."""
+    for vectors in (4, 2, 1):
+        tile = vectors * lanes
+        if conv.out_per_group % tile == 0 and vectors * pixels <= budget:
+            return tile
+    return next((t for t in range(min(2 * lanes, conv.out_per_group), 3, -1)
+                 if conv.out_per_group % t == 0 and math.ceil(t / lanes) * pixels <= budget), 1)
+
+
+def schedule_conv2d(sch: Schedule, conv: Conv2d, target) -> None:
+    """Register-blocked conv2d (pixel vectors on stride-1 rows, else channel vectors), or one
+    channel per task for depthwise/narrow groups."""
+    lanes = vector_lanes(target, str(sch.get(conv.block).body.buffer.dtype))
+    pad = pad_block(sch, conv)
+    inline_all(sch, keep={sch.get(conv.block).name_hint} | ({sch.get(pad).name_hint} if pad is not None else set()))
+    epilogue = epilogue_block(sch, conv)
+    own = {sch.get(x).name_hint for x in (conv.block, pad, epilogue) if x is not None}
+    rest = [name for name in (sch.get(b).name_hint for b in root_blocks(sch)) if name not in own]
+    width = extents(sch, sch.get_loops(conv.block))[3]
+    budget = accumulator_budget(target)
+    vector = pixel_vector_width(width, lanes) if conv.unit_stride else 1
+    pixels = pixel_tile(width, (4, 7, 6, 5, 8, 3, 2) if budget >= 16 else (4, 3, 2))
+    tile = channel_tile(conv, lanes, pixels, budget)
+    # pixel vectors when they are (half) full vectors, or when channel vectors would not be full
+    # (measured on the zoo: odd pixel vectors lose to full channel vectors, beat odd ones)
+    use_pv = conv.out_per_group >= 4 and vector > 1 and (vector in (lanes, lanes // 2) or tile % lanes != 0)
+    if use_pv:
+        stage_padding(sch, pad)
+        channels = pixel_vector_channels(conv.out_per_group, budget)
+        _pixel_vector(sch, conv, epilogue, vector, channels)
+    elif tile >= 4:
+        stage_padding(sch, pad)
+        _outer_product(sch, conv, epilogue, tile, pixels)
+    else:
+        per_channel(sch, conv, epilogue, pad)
+    for name in rest:  # e.g. a squeeze-excitation broadcast after a 1x1 conv on a 1x1 map
+        try:
+            schedule_block(sch, sch.get_sblock(name), lanes)
+        except tvm.s_tir.ScheduleError:
+            continue
+
+
+def _accumulate_locally(sch: Schedule, conv: Conv2d, epilogue, at) -> object:
+    """Accumulators in a local tile; the epilogue (or a plain store) runs once per tile at ``at``."""
+    if epilogue is None:
+        store = sch.cache_write(conv.block, 0, "local")
+    else:
+        sch.set_scope(conv.block, 0, "local")
+        store = epilogue
+    sch.reverse_compute_at(store, at)
+    return store
+
+
+def _outer_product(sch: Schedule, conv: Conv2d, epilogue, tile: int, pixels: int) -> None:
+    """Per row ``(n, channel tile, y)`` in parallel, per pixel tile: ``tile`` channels x ``pixels``
+    accumulators over ``(rc, ry, rx)``, one packed weight vector and ``pixels`` input scalars per
+    step. The accumulator tile is ``[pixels, channels]`` so channel vectors stay contiguous."""
+    n, f, y, x, rc, ry, rx = sch.get_loops(conv.block)
+    fo, fi = sch.split(f, [None, tile])
+    xo, xi = sch.split(x, [None, pixels])
+    sch.reorder(n, fo, y, xo, rc, ry, rx, xi, fi)
+    _accumulate_locally(sch, conv, epilogue, xo)
+    sch.transform_layout(conv.block, ("write", 0), lambda n_, f_, y_, x_: (n_, y_, x_, f_))
+    parallel_conv(sch, conv, sch.fuse(n, fo, y))
+    _pack_weights(sch, conv, tile)
+    sch.unroll(xi)
+    sch.vectorize(fi)
+    sch.decompose_reduction(conv.block, rc)
+
+
+def _pack_weights(sch: Schedule, conv: Conv2d, tile: int) -> None:
+    """The weights as ``[O / tile, C, kh, kw, tile]``: one contiguous run per micro-kernel step.
+    A root block marked as the weight's layout-rewrite preprocess, which ``FoldPackedWeights``
+    turns into a constant at compile time (here it would re-pack per call)."""
+    packed = sch.cache_read(conv.block, read_index(sch, conv.block, conv.weight), "global")
+    sch.transform_layout(packed, ("write", 0), lambda f_, c_, r_, s_: (f_ // tile, c_, r_, s_, f_ % tile))
+    schedule_block(sch, packed, 0)
+    mark_weight_prepack(sch, packed)
+
+
+def pixel_vector_channels(out_channels: int, budget: int) -> int:
+    """Accumulator vectors (output channels) of a pixel-vector tile: the widest divisor of the
+    channels within ``budget``; when that is under half the budget (68 channels: 4), the widest
+    divisor up to 1.5x the budget instead (17): the kernel holds only one input vector besides."""
+    channels = divisor(out_channels, tuple(range(budget, 1, -1)))
+    if channels < budget // 2:
+        channels = divisor(out_channels, tuple(range(budget + budget // 2, 1, -1)))
+    return channels
+
+
+def pixel_vector_width(width: int, lanes: int) -> int:
+    """Output pixels per accumulator vector on a stride-1 row: the whole row when it fits one
+    vector, else the widest divisor of the row between half a vector and a vector (no tail;
+    LLVM legalizes odd lane counts); 1 when there is none."""
+    if 4 <= width <= lanes:
+        return width
+    return next((v for v in range(lanes, max(lanes // 2, 4) - 1, -1) if width % v == 0), 1)
+
+
+def _pixel_vector(sch: Schedule, conv: Conv2d, epilogue, vector: int, channels: int) -> None:
+    """Stride-1 rows: ``channels`` accumulator vectors of ``vector`` output pixels each; per
+    reduction step one contiguous input vector times ``channels`` scalar weights (packed
+    ``[O / channels, C, kh, kw, channels]``). Output and epilogue stay contiguous vectors (NCHW)."""
+    n, f, y, x, rc, ry, rx = sch.get_loops(conv.block)
+    fo, fi = sch.split(f, [None, channels])
+    xo, xi = sch.split(x, [None, vector])
+    sch.reorder(n, fo, y, xo, rc, ry, rx, fi, xi)
+    store = _accumulate_locally(sch, conv, epilogue, xo)
+    parallel_conv(sch, conv, sch.fuse(n, fo, y))
+    _pack_weights(sch, conv, channels)
+    sch.unroll(fi)
+    sch.vectorize(xi)
+    sch.vectorize(sch.get_loops(store)[-1])
+    sch.decompose_reduction(conv.block, rc)
+

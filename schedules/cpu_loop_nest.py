@@ -1,0 +1,119 @@
+"""Default LLVM-CPU schedule of any plain loop nest: elementwise chains, pools, reductions, ``x @ W``
+(dense), layout copies and standalone or conv padding stages.
+
+Inline what can be, then per block: parallel outer spatial loops and the innermost contiguous
+spatial loop vectorized. Padding stays a stage whose rows copy their interior without bounds
+tests (``split_borders.py``).
+"""
+from __future__ import annotations
+
+import math
+
+import tvm
+from tvm import tirx
+from tvm.s_tir import Schedule
+
+from ._blocks import divisor, extents, trivially_bound, uses
+from .cpu_common import PARALLEL_MIN_WORK, guarded_by, has_guard, inline_all, kinds, loads, root_blocks, vector_lanes
+from .split_borders import split_borders
+
+SMALL_WINDOW = 16
+"""Reductions up to this many taps (pooling windows) keep TOPI's loop order: LLVM unrolls and
+vectorizes the window; moving the row below the taps measured 2-5x slower."""
+
+
+def stage_padding(sch: Schedule, pad) -> None:
+    """A zero-padding stage: inlined when it is a plain copy (1x1 convs), else kept as a buffer
+    whose rows are an interior copy between two bounds-tested borders, in parallel."""
+    if pad is None:
+        return
+    if not has_guard(sch, pad):
+        sch.compute_inline(pad)
+        return
+    if split_borders(sch, pad):
+        n, c, h = sch.get_loops(pad)
+        rows = sch.fuse(n, c, h)
+        if math.prod(int(d) for d in sch.get(pad).writes[0].source.shape) >= PARALLEL_MIN_WORK:
+            sch.parallel(rows)
+    else:
+        schedule_block(sch, pad, 0)
+
+
+
+def schedule_block(sch: Schedule, block, lanes: int) -> None:
+    """Parallel outer spatial loops; the innermost spatial loop with extent > 1 vectorized (split
+    into whole vectors when it divides, else left to LLVM's loop vectorizer). A reduction keeps
+    that loop innermost, below the reduction loops, when its inputs are contiguous along it (pools,
+    ``x @ W``: a row of accumulators); otherwise (row sums) it reduces innermost."""
+    nest = kinds(sch, block)
+    spatial = len(nest) - len(nest.lstrip("S"))
+    if not trivially_bound(sch, block) or spatial == 0 or nest[spatial:] != "R" * (len(nest) - spatial):
+        return  # not an unscheduled S..S R..R nest
+    loops = sch.get_loops(block)
+    sizes = extents(sch, loops)
+    inner = max((i for i in range(spatial) if sizes[i] > 1), default=None)
+    if inner is None:
+        return
+    b = sch.get(block)
+    var, value = b.iter_vars[inner].var, b.body.value
+    reductions, units = loops[spatial:], loops[inner + 1:spatial]
+    reads = loads(value)
+    contiguous = not reads or any(load.indices and uses(load.indices[-1], var) for load in reads)
+    parallel = math.prod(sizes) >= PARALLEL_MIN_WORK
+    if reductions and not contiguous:  # reduce along the contiguous axis, one output at a time
+        if parallel:
+            sch.parallel(sch.fuse(*loops[:spatial]))
+        return
+    if reductions and math.prod(sizes[spatial:]) <= SMALL_WINDOW:  # pools: LLVM does the window
+        if parallel and inner > 0:
+            sch.parallel(sch.fuse(*loops[:inner]) if inner > 1 else loops[0])
+        return
+    width = divisor(sizes[inner], tuple(v for v in (2 * lanes, lanes, lanes // 2, lanes // 4) if v >= 4))
+    vo, vi = loops[inner], None
+    if width > 1 and not guarded_by(value, var):
+        vo, vi = sch.split(loops[inner], [None, width])
+    outer = loops[:inner] + ([vo] if vi is not None else [])
+    if reductions or units:
+        sch.reorder(*outer, *units, *reductions, vi if vi is not None else vo)
+    if parallel and outer:
+        sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+    if vi is not None:  # before decompose_reduction: the update alone is no reduction block to vectorize
+        sch.vectorize(vi)
+    if reductions:
+        sch.decompose_reduction(block, reductions[0])  # its init loops stay vectorized
+
+
+def schedule_spatial(sch: Schedule, target) -> None:
+    """Inline what can be, then schedule every remaining block on its own (``schedule_block``); a
+    block whose schedule fails stays as it is (each primitive either applies whole or not at all)."""
+    padding = {sch.get(b).name_hint for b in root_blocks(sch) if has_guard(sch, b) and _feeds_reduction(sch, b)}
+    inline_all(sch, keep=padding)  # a pool's padding stays a stage: no bounds test per window tap
+    for block in root_blocks(sch):
+        try:
+            _schedule_any_block(sch, block, target)
+        except tvm.s_tir.ScheduleError:
+            continue
+
+
+def _feeds_reduction(sch: Schedule, block) -> bool:
+    return any("R" in kinds(sch, c) for c in sch.get_consumers(block))
+
+
+def _schedule_any_block(sch: Schedule, block, target) -> None:
+    b = sch.get(block)
+    if not isinstance(b.body, tirx.BufferStore) or not b.iter_vars:
+        return
+    if split_borders_applicable(sch, block) and split_borders(sch, block):  # a standalone pad
+        loops = sch.get_loops(block)
+        if math.prod(extents(sch, loops)) * int(b.iter_vars[3].dom.extent) >= PARALLEL_MIN_WORK:
+            sch.parallel(sch.fuse(*loops))
+        return
+    schedule_block(sch, block, vector_lanes(target, str(b.body.buffer.dtype)))
+
+
+def split_borders_applicable(sch: Schedule, block) -> bool:
+    """A 4-D spatial block guarded per column (a standalone pad): borders split, interior copied."""
+    b = sch.get(block)
+    return (kinds(sch, block) == "SSSS" and b.init is None
+            and guarded_by(b.body.value, b.iter_vars[3].var))
+
