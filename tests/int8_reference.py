@@ -1,8 +1,9 @@
-"""Independent numpy implementation of the int8 arithmetic of docs/int8-quantization.md (no TVM).
+"""Independent numpy implementation of the int8 arithmetic of docs/int8-quantization.md (no TVM), the shift ops
+included (their integer arithmetic as docs/int8-arithmetic.md specifies it).
 
 Given the activation scales, everything else (weight quantization, int32 bias, accumulation, requantize,
-fixed-point add, pools) is recomputed here from the float weights, so a bit-for-bit match with the compiled
-module checks the rewrite, the kernels and the document at once.
+fixed-point add, pools, shifts, the ``shift_conv2d`` fixed-point epilogue) is recomputed here from the float
+weights, so a bit-for-bit match with the compiled module checks the rewrite, the kernels and the documents at once.
 """
 import numpy as np
 
@@ -70,5 +71,66 @@ def avg_pool(q, size):
 
 
 def global_mean(q):
-    n, c, h, w = q.shape
+    h, w = q.shape[2:]
     return np.clip(np.rint(q.astype(F32).sum(axis=(2, 3), dtype=F32) / F32(h * w)), -128, 127).astype(np.int8)
+
+
+# ---- the shift ops (docs/int8-arithmetic.md): Python integers, zero point 0 ------------------------------------
+
+def shift(q, offsets):
+    """Data-movement shift: ``out[n, c, h, w] = q[n, c, h + dy_c, w + dx_c]``, 0 outside the image."""
+    h, w = q.shape[2:]
+    pad = int(np.abs(offsets).max())
+    padded = np.pad(q, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    out = np.empty_like(q)
+    for ch, (dy, dx) in enumerate(np.asarray(offsets, dtype=np.int64)):
+        out[:, ch] = padded[:, ch, pad + dy:pad + dy + h, pad + dx:pad + dx + w]
+    return out
+
+
+def active_shift(q, offsets):
+    """Active shift (stride 1, no padding): offsets to 1/128 (``floor(f32(o) * 128 + 1/2)``), four integer tap
+    weights summing to 2^14, ``(acc + 2^13) >> 14``; 0 outside the image."""
+    h, w = q.shape[2:]
+    fixed = np.floor(np.asarray(offsets, dtype=F32) * F32(128) + F32(0.5)).astype(np.int64)
+    pad = int(np.abs(fixed).max()) // 128 + 2
+    padded = np.pad(q.astype(np.int64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    out = np.empty_like(q)
+    for ch, (qy, qx) in enumerate(fixed):
+        (iy, fy), (ix, fx) = divmod(int(qy), 128), divmod(int(qx), 128)
+        acc = 0
+        for a, wy in ((0, 128 - fy), (1, fy)):
+            for b, wx in ((0, 128 - fx), (1, fx)):
+                acc = acc + wy * wx * padded[:, ch, pad + iy + a:pad + iy + a + h, pad + ix + b:pad + ix + b + w]
+        out[:, ch] = (acc + 2**13) >> 14
+    return out
+
+
+def fixed_point_multiplier(scale: float) -> tuple[int, int]:
+    """``(M, s)``: ``s`` the smallest integer with ``scale * 2^s >= 2^30``, ``M = round_half_even(scale * 2^s)``
+    (``M = 2^31`` becomes ``2^30`` with ``s - 1``)."""
+    s = 0
+    while scale * 2.0**s < 2**30:
+        s += 1
+    while scale * 2.0 ** (s - 1) >= 2**30:
+        s -= 1
+    m = round(scale * 2.0**s)
+    return (2**30, s - 1) if m == 2**31 else (m, s)
+
+
+def shift_conv2d_requantize(acc, scales, residual=None, residual_scale=0.0, low=-128, high=127):
+    """The int8 ``shift_conv2d`` epilogue: per output channel ``o`` with ``(M, s)`` of ``scales[o]`` and
+    ``M_r = round_half_even(residual_scale * 2^s)``: ``clip((acc * M + r * M_r + 2^(s-1)) >> s, low, high)``."""
+    out = np.empty(acc.shape, np.int8)
+    for o, scale in enumerate(scales):
+        m, s = fixed_point_multiplier(float(scale))
+        total = acc[:, o].astype(object) * m + 2 ** (s - 1)
+        if residual is not None:
+            total = total + residual[:, o].astype(object) * round(residual_scale * 2.0**s)
+        out[:, o] = np.clip((total >> s).astype(np.int64), low, high)
+    return out
+
+
+def relu6_high(out_scale) -> int:
+    """The quantized 6 of the shift ops: ``min(127, round_half_even(6 / scale))`` in float64."""
+    return min(127, round(6.0 / float(out_scale)))

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from import_helpers import assert_host_matches_eager, run_on_host
+from test_frontend import _s2mlp_spatial_shift
 from tvm_ecnn.frontend import from_torch
 from tvm_ecnn.nn import ActiveShift2d, SparseShift2d
 
@@ -120,14 +121,8 @@ def test_functional_shift_and_float_noise_do_not_warn():
 
 
 def _functional_shift(x):
-    """The same shift reading a copy of its source: what torch.export makes of ``spatial_shift1``."""
-    out = x.clone()
-    b, w, h, c = x.size()
-    out[:, 1:, :, : c // 4] = x[:, : w - 1, :, : c // 4]
-    out[:, : w - 1, :, c // 4 : c // 2] = x[:, 1:, :, c // 4 : c // 2]
-    out[:, :, 1:, c // 2 : c * 3 // 4] = x[:, :, : h - 1, c // 2 : c * 3 // 4]
-    out[:, :, : h - 1, 3 * c // 4 :] = x[:, :, 1:, 3 * c // 4 :]
-    return out
+    """The same shift reading a copy of its source (channels-last): what torch.export makes of ``spatial_shift1``."""
+    return _s2mlp_spatial_shift(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
 
 
 def test_s2mlp_compiled_follows_the_exported_program():

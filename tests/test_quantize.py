@@ -1,7 +1,8 @@
 """Static int8 post-training quantization (``tvm_ecnn.quantize``, ``compile_model(dtype="int8")``).
 
 Bit-exact against the independent numpy int8 arithmetic of ``int8_reference.py`` (docs/int8-quantization.md),
-close to PyTorch fp32, shift ops int8 where the op allows it, float islands listed, calibration inputs checked.
+close to PyTorch fp32, every shift op int8 (grouped / active ``shift_conv2d`` with residual and ReLU6, standalone
+shifts), float islands listed, calibration inputs checked.
 """
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import int8_reference as ref
 from test_adreno import plugin_lowering, run_on_pocl  # noqa: F401  (fixture: the plugin's lowering on PoCL)
 import tvm_ecnn
 from tvm_ecnn import from_torch
-from tvm_ecnn.nn import ActiveShift2d, Shift2d
+from tvm_ecnn.nn import ActiveShift2d, Shift2d, SparseShift2d
 from tvm_ecnn.pipeline import relax_pipeline
 from tvm_ecnn.quantize import agreement, load_samples, quantize, run_host
 
@@ -40,23 +41,42 @@ class ConvPoolAdd(nn.Module):
     def int8_reference(self, x, scales):
         """The same network in numpy int8; ``scales``: input, c1, c2, c3, add outputs."""
         s_x, s1, s2, s3, s4 = (np.float32(s) for s in scales)
-
-        def conv(q, s_in, layer, s_out, low=-128, high=127, **kw):
-            wq, ws = ref.quantize_weight(layer.weight.detach().numpy())
-            acc = ref.conv2d_acc(q, wq, **kw) + ref.int32_bias(layer.bias.detach().numpy(), s_in, ws)[None, :, None, None]
-            m = ((s_in * ws).astype(np.float32) / s_out).astype(np.float32)
-            return ref.requantize(acc, m[None, :, None, None], low, high)
-
         xq = ref.quantize(x, s_x)
-        a = conv(xq, s_x, self.c1, s1, 0, padding=1)
-        b = conv(a, s1, self.c2, s2, 0, int(min(127, np.rint(np.float32(6) / s2))), padding=1, groups=8)
-        c = conv(b, s2, self.c3, s3)
+        a = _int8_conv(xq, s_x, self.c1.weight, self.c1.bias, s1, 0, padding=1)
+        b = _int8_conv(a, s1, self.c2.weight, self.c2.bias, s2, 0, int(min(127, np.rint(np.float32(6) / s2))),
+                       padding=1, groups=8)
+        c = _int8_conv(b, s2, self.c3.weight, self.c3.bias, s3)
         d = ref.fixed_point_add([c, a], [s3 / s4, s1 / s4], low=0)
         e = ref.global_mean(ref.avg_pool(ref.max_pool(d, 2), 2))
-        wq, ws = ref.quantize_weight(self.fc.weight.detach().numpy())
         # max pool, avg pool and mean keep the add's scale s4
-        acc = e.astype(np.int64) @ wq.T.astype(np.int64) + ref.int32_bias(self.fc.bias.detach().numpy(), s4, ws)
-        return acc.astype(np.int32).astype(np.float32) * (s4 * ws).astype(np.float32)
+        return _int8_dense_logits(e, s4, self.fc)
+
+
+def _int8_conv(q, s_in, weight, bias, s_out, low=-128, high=127, **kw):
+    """Reference int8 conv2d (+ bias, clip) with the fp32 requantize of docs/int8-quantization.md."""
+    wq, ws = ref.quantize_weight(weight.detach().numpy())
+    acc = ref.conv2d_acc(q, wq, **kw) + ref.int32_bias(bias.detach().numpy(), s_in, ws)[None, :, None, None]
+    m = ((s_in * ws).astype(np.float32) / s_out).astype(np.float32)
+    return ref.requantize(acc, m[None, :, None, None], low, high)
+
+
+def _int8_shift_conv(shifted, s_in, weight, bias, s_out, residual=None, low=-128, high=127):
+    """Reference int8 ``shift_conv2d`` after its shift: 1x1 conv, int32 bias, fixed-point requantize
+    (docs/int8-arithmetic.md) with the residual ``(q, scale)`` on its own scale."""
+    wq, ws = ref.quantize_weight(weight.detach().numpy())
+    acc = ref.conv2d_acc(shifted, wq).astype(np.int64) + ref.int32_bias(bias.detach().numpy(), s_in, ws)[None, :, None, None]
+    scales = ((s_in * ws).astype(np.float32) / np.float32(s_out)).astype(np.float32)
+    if residual is None:
+        return ref.shift_conv2d_requantize(acc, scales, low=low, high=high)
+    r_scale = float(np.float32(residual[1]) / np.float32(s_out))
+    return ref.shift_conv2d_requantize(acc, scales, residual[0], r_scale, low, high)
+
+
+def _int8_dense_logits(q, s_in, fc):
+    """The last dense layer: int32 accumulator dequantized in its epilogue."""
+    wq, ws = ref.quantize_weight(fc.weight.detach().numpy())
+    acc = q.astype(np.int64) @ wq.T.astype(np.int64) + ref.int32_bias(fc.bias.detach().numpy(), s_in, ws)
+    return acc.astype(np.int32).astype(np.float32) * (s_in * ws).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -155,16 +175,111 @@ def test_shift_conv2d_runs_in_int8():
 
 
 def test_ops_without_int8_form_stay_float_and_are_listed():
-    net = _shift_net(ActiveShift2d(16))
-    with torch.no_grad():
-        net.shift.offset.uniform_(-1.5, 1.5)
+    net = _shift_net(nn.Sigmoid())
     samples = np.random.default_rng(2).standard_normal((4, 3, 12, 12)).astype("float32")
     quantized = quantize(from_torch(net, (torch.from_numpy(samples[:1]),)), samples)
-    assert quantized.float_ops == {"relax.ecnn.shift_conv2d": 1}
-    assert "in float    ecnn.shift_conv2d x1" in quantized.summary_lines(None)
+    assert quantized.float_ops == {"relax.sigmoid": 1}
+    assert "in float    sigmoid x1" in quantized.summary_lines(None)
     with torch.no_grad():
         fp32 = net(torch.from_numpy(samples)).numpy()
     assert agreement(run_host(quantized.mod, samples), fp32).max_rel < 0.05
+
+
+class ShiftNet(nn.Module):
+    """conv 3x3 + ReLU; grouped shift -> 1x1 + residual -> ReLU6; active shift -> 1x1 + ReLU (both fused into
+    ``shift_conv2d``); a standalone active shift; mean; dense."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.shift, self.pw1 = Shift2d(16, kernel_size=3), nn.Conv2d(16, 16, 1)
+        self.active, self.pw2 = ActiveShift2d(16), nn.Conv2d(16, 16, 1)
+        self.tail = ActiveShift2d(16)
+        self.fc = nn.Linear(16, 10)
+        with torch.no_grad():
+            for layer in (self.active, self.tail):
+                layer.offset.uniform_(-2.5, 2.5)
+                # ties of the 1/128 rounding (half up), integers, an offset past the border
+                layer.offset[:4] = torch.tensor([[-0.5 / 128, 0.5 / 128], [1.5 / 128, -2.5 / 128], [1.0, -2.0],
+                                                 [20.25, 0.75]])
+
+    def forward(self, x):
+        a = F.relu(self.stem(x))
+        b = F.relu6(self.pw1(self.shift(a)) + a)
+        c = F.relu(self.pw2(self.active(b)))
+        return self.fc(self.tail(c).mean((2, 3)))
+
+    def int8_reference(self, x, scales):
+        """The same network in numpy int8; ``scales``: input, stem, first and second ``shift_conv2d`` outputs."""
+        s_x, s_a, s_b, s_c = (np.float32(s) for s in scales)
+        a = _int8_conv(ref.quantize(x, s_x), s_x, self.stem.weight, self.stem.bias, s_a, 0, padding=1)
+        b = _int8_shift_conv(ref.shift(a, self.shift.offsets().numpy()), s_a, self.pw1.weight, self.pw1.bias, s_b,
+                             residual=(a, s_a), low=0, high=ref.relu6_high(s_b))
+        c = _int8_shift_conv(ref.active_shift(b, self.active.offset.detach().numpy()), s_b, self.pw2.weight,
+                             self.pw2.bias, s_c, low=0)
+        # the standalone active shift and the mean keep c's scale
+        return _int8_dense_logits(ref.global_mean(ref.active_shift(c, self.tail.offset.detach().numpy())), s_c, self.fc)
+
+
+def test_shift_network_matches_numpy_reference_bit_exactly():
+    """Grouped and active shifts fused into int8 ``shift_conv2d`` (per-channel fixed-point requantize, residual on
+    its own scale, ReLU6) and a standalone int8 active shift: bit for bit the numpy reference."""
+    torch.manual_seed(4)
+    net = ShiftNet().eval()
+    samples = np.random.default_rng(4).standard_normal((4, 3, 12, 12)).astype("float32")
+    quantized = quantize(from_torch(net, (torch.from_numpy(samples[:1]),)), samples)
+    assert quantized.float_ops == {}
+    script = quantized.mod.script(show_meta=False)
+    calls = [line for line in script.splitlines() if "R.ecnn." in line]
+    assert len(calls) == 3 and all('"int8"' in line for line in calls), calls
+    assert sum('shift="active"' in line for line in calls) == 1 and "R.ecnn.active_shift2d" in script, calls
+    scales = [s for _, s in quantized.scales]
+    assert len(scales) == 4, quantized.scales
+    int8_out = run_host(quantized.mod, samples)
+    np.testing.assert_array_equal(int8_out, net.int8_reference(samples, scales))
+    with torch.no_grad():
+        fp32 = net(torch.from_numpy(samples)).numpy()
+    assert agreement(int8_out, fp32).max_rel < 0.05
+
+
+class StandaloneShift(nn.Module):
+    """A data-movement shift read by a 3x3 conv (not fused): the standalone int8 op at its input's scale."""
+
+    def __init__(self, shift):
+        super().__init__()
+        self.stem, self.shift, self.conv = nn.Conv2d(3, 16, 3, padding=1), shift, nn.Conv2d(16, 16, 3, padding=1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.conv(self.shift(F.relu(self.stem(x))))).mean((2, 3)))
+
+    def int8_reference(self, x, offsets, scales):
+        s_x, s_a, s_b = (np.float32(s) for s in scales)
+        a = _int8_conv(ref.quantize(x, s_x), s_x, self.stem.weight, self.stem.bias, s_a, 0, padding=1)
+        b = _int8_conv(ref.shift(a, offsets), s_a, self.conv.weight, self.conv.bias, s_b, 0, padding=1)
+        return _int8_dense_logits(ref.global_mean(b), s_b, self.fc)
+
+
+def _sparse_shift():
+    shift = SparseShift2d(16)
+    with torch.no_grad():
+        shift.offset.uniform_(-3, 3)
+    return shift
+
+
+@pytest.mark.parametrize("make_shift, op", [(lambda: Shift2d(16, kernel_size=5), "shift2d"),
+                                            (_sparse_shift, "sparse_shift2d")])
+def test_standalone_shifts_run_in_int8_bit_exactly(make_shift, op):
+    torch.manual_seed(5)
+    net = StandaloneShift(make_shift()).eval()
+    offsets = (net.shift.offsets() if isinstance(net.shift, Shift2d) else net.shift.integer_offsets()).numpy()
+    samples = np.random.default_rng(5).standard_normal((4, 3, 10, 10)).astype("float32")
+    quantized = quantize(from_torch(net, (torch.from_numpy(samples[:1]),)), samples)
+    assert quantized.float_ops == {}
+    calls = [line for line in quantized.mod.script(show_meta=False).splitlines() if f"R.ecnn.{op}" in line]
+    assert len(calls) == 1 and '"int8"' in calls[0], calls
+    scales = [s for _, s in quantized.scales]
+    np.testing.assert_array_equal(run_host(quantized.mod, samples), net.int8_reference(samples, offsets, scales))
 
 
 class Fire(nn.Module):

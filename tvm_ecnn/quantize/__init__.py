@@ -18,7 +18,6 @@ from .agreement import Agreement, agreement, run_host
 from .calibration import OBSERVERS, calibrate
 from .rewrite import Int8Rewrite
 from .samples import load_samples
-from .shift_ops import SplitInt8Epilogues
 
 __all__ = ["quantize", "QuantizedModule", "Agreement", "agreement", "run_host", "load_samples", "OBSERVERS"]
 
@@ -60,7 +59,6 @@ def quantize(mod: tvm.IRModule, calibration=None, *, observer: str = "minmax", p
     warning). ``observer``: ``minmax`` or ``percentile``. Inputs and outputs stay fp32."""
     shape = [int(d) for d in mod["main"].params[0].ty.shape.values]
     samples, description = load_samples(calibration, shape, seed)
-    mod = SplitInt8Epilogues()(mod)
     ranges, fp32_outputs = calibrate(mod, samples, observer, percentile)
     rewrite = Int8Rewrite(mod["main"], ranges)
     out = mod.clone()

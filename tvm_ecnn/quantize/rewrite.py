@@ -24,8 +24,10 @@ R = relax.op
 # ops whose consumers get int8 (everything else reads fp32)
 INT8_OPS = {"relax.nn.conv2d", "relax.matmul", "relax.add", "relax.nn.relu", "relax.clip", "relax.nn.max_pool2d",
             "relax.nn.avg_pool2d", "relax.mean", "relax.concat", "relax.reshape", "relax.permute_dims",
-            "relax.flatten", shift_ops.SHIFT_CONV2D}
-LAYOUT_OPS = ("relax.reshape", "relax.permute_dims", "relax.flatten")
+            "relax.flatten", shift_ops.SHIFT_CONV2D, *shift_ops.SAME_SCALE_SHIFTS}
+# ops that move or select values (or interpolate between them): the same op on int8, the input's scale
+SAME_SCALE_OPS = ("relax.reshape", "relax.permute_dims", "relax.flatten", "relax.nn.max_pool2d",
+                  *shift_ops.SAME_SCALE_SHIFTS)
 
 
 @dataclass
@@ -162,10 +164,10 @@ class Int8Rewrite:
             return  # only read through [i]: aliased above
         name = _op_name(value)
         handler = {"relax.nn.conv2d": self.conv2d, "relax.matmul": self.matmul, "relax.add": self.add,
-                   "relax.nn.relu": self.relu, "relax.clip": self.clip, "relax.nn.max_pool2d": self.same_scale,
+                   "relax.nn.relu": self.relu, "relax.clip": self.clip,
                    "relax.nn.avg_pool2d": self.averaging, "relax.mean": self.averaging, "relax.concat": self.concat,
                    shift_ops.SHIFT_CONV2D: self.shift_conv2d}.get(name)
-        if name in LAYOUT_OPS:
+        if name in SAME_SCALE_OPS:
             handler = self.same_scale
         if handler is None or not handler(bb, var, value):
             self.in_float(bb, var, value)
@@ -213,12 +215,8 @@ class Int8Rewrite:
     def finish(self, bb, end, acc, acc_scale: np.ndarray, activation: str, ndim: int):
         """int32 accumulator (scale ``acc_scale[o]``) -> int8 at ``end``'s scale, or fp32 for float readers."""
         if self.wants_float(end):
-            value = int8_ops.dequantize(bb, acc, int8_ops.channel_shape(acc_scale, ndim))
-            if activation == "relu":
-                value = bb.emit(R.nn.relu(value))
-            elif activation == "relu6":
-                value = bb.emit(R.clip(value, 0, 6))
-            self.f[end] = value
+            self.f[end] = self._float_activation(bb, int8_ops.dequantize(bb, acc, int8_ops.channel_shape(acc_scale, ndim)),
+                                                 activation)
             return
         out_scale = self.scale(end)
         low, high = (0, 127) if activation != "none" else (-128, 127)
@@ -226,6 +224,14 @@ class Int8Rewrite:
             high = int(min(127, np.rint(np.float32(6) / out_scale)))
         multiplier = (acc_scale / out_scale).astype("float32")
         self.q[end] = QTensor(int8_ops.requantize(bb, acc, int8_ops.channel_shape(multiplier, ndim), low, high), out_scale)
+
+    @staticmethod
+    def _float_activation(bb, value, activation: str):
+        if activation == "relu":
+            return bb.emit(R.nn.relu(value))
+        if activation == "relu6":
+            return bb.emit(R.clip(value, 0, 6))
+        return value
 
     def _fused(self, var, end):
         node = var
@@ -266,17 +272,26 @@ class Int8Rewrite:
         return True
 
     def shift_conv2d(self, bb, var, value):
+        """The op's own int8 form (any shift; bias, residual and ReLU/ReLU6 in its fixed-point epilogue). For a
+        float reader: the int32 accumulator dequantized, then residual and activation in fp32."""
         attrs = attrs_of(value)
-        if not shift_ops.int8_capable(value) or attrs["has_residual"] or attrs["activation"] == "relu6" \
-                or attrs["layout"] != "NCHW":
+        residual = shift_ops.residual_of(value)
+        if attrs["layout"] != "NCHW" or (residual is not None and not self._int8_input(residual)):
             return False
         x = self.as_q(bb, value.args[0])
         if self.wants_float(var):
-            acc, acc_scale, activation = shift_ops.emit(bb, value, x.value, x.scale, None)
-            self.finish(bb, var, acc, acc_scale, activation, 4)
-        else:
-            out_scale = self.scale(var)
-            self.q[var] = QTensor(shift_ops.emit(bb, value, x.value, x.scale, out_scale)[0], out_scale)
+            acc, acc_scale = shift_ops.accumulator(bb, value, x.value, x.scale)
+            out = int8_ops.dequantize(bb, acc, int8_ops.channel_shape(acc_scale, 4))
+            if residual is not None:
+                out = bb.emit(R.add(out, self.as_f(bb, residual)))
+            self.f[var] = self._float_activation(bb, out, attrs["activation"])
+            return True
+        r = None if residual is None else self.as_q(bb, residual)
+        out_scale = self.scale(var)
+        out = shift_ops.requantized(bb, value, x.value, x.scale, out_scale, None if r is None else (r.value, r.scale))
+        if out is None:
+            return False
+        self.q[var] = QTensor(out, out_scale)
         return True
 
     # ---- int8 data movement and arithmetic ------------------------------------------------------------------
@@ -284,7 +299,8 @@ class Int8Rewrite:
         return isinstance(var, relax.Var) and (var in self.q or var in self.ranges or var in self.scale_override)
 
     def same_scale(self, bb, var, value):
-        """Ops that move or select values (max pool, reshape, permute, flatten): same op on int8, same scale."""
+        """``SAME_SCALE_OPS`` (max pool, reshape, permute, flatten, the standalone shifts): same op on int8, same
+        scale. The active shift's bilinear samples are convex combinations, so they stay in the input's range."""
         if not self._int8_input(value.args[0]):
             return False
         x = self.as_q(bb, value.args[0])

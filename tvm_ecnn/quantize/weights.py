@@ -23,14 +23,6 @@ def per_channel_int8(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _round_int8(weight / scale.reshape((-1,) + (1,) * (weight.ndim - 1))), scale
 
 
-def per_tensor_int8(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(int8 weight, float32 scale [O])`` with one scale for the whole tensor (repeated per channel), for ops
-    whose int8 epilogue takes a single requantize scale."""
-    bound = float(np.abs(weight).max())
-    scale = np.float32(bound / QMAX if bound > 0 else 1.0)
-    return _round_int8(weight / scale), np.full(weight.shape[0], scale, dtype="float32")
-
-
 def int32_bias(bias: np.ndarray, input_scale: np.float32, weight_scale: np.ndarray) -> np.ndarray:
     """Bias in accumulator units: ``rint(b / (s_x * s_w[o]))`` as int32 (the accumulator's scale)."""
     acc_scale = (np.float32(input_scale) * weight_scale).astype("float32")
