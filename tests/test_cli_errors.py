@@ -370,7 +370,7 @@ def test_lower_failure_names_the_innermost_pass_and_tvm_errors_count_as_compiler
     import tvm
     from tvm import relax
 
-    from tvm_ecnn.deploy import _lower_naming_the_pass, _raised_by_compiler
+    from tvm_ecnn.compile_errors import _lower_naming_the_pass, _raised_by_compiler
 
     @tvm.transform.module_pass(opt_level=0, name="StopsHere")
     def stops_here(mod, _ctx):
