@@ -33,7 +33,7 @@ import sys
 
 from tvm.s_tir import Schedule, TensorIntrin
 
-from . import cpu
+from . import cpu, cpu_int8
 from ._blocks import divisor, extents
 from .split_borders import split_borders
 
@@ -93,7 +93,7 @@ def schedule_shift_conv2d(sch: Schedule, blocks: dict, target) -> None:
     tiles = micro_tile(out_ch, width)
     staged = blocks["shift_conv2d_input"]
     if _is_int8(sch, acc) and channels % 4 == 0 and out_ch % 4 == 0:
-        schedule_shift_conv2d_dot(sch, blocks, target, staged, tiles)
+        schedule_shift_conv2d_dot(sch, blocks, target, tiles)
     else:
         schedule_shift_conv2d_fma(sch, blocks, target, staged, tiles)
 
@@ -114,25 +114,9 @@ def schedule_shift_conv2d_fma(sch: Schedule, blocks: dict, target, staged, tiles
     sch.decompose_reduction(blocks["shift_conv2d"], rc)
 
 
-def schedule_shift_conv2d_dot(sch: Schedule, blocks: dict, target, staged, tiles) -> None:
+def schedule_shift_conv2d_dot(sch: Schedule, blocks: dict, target, tiles) -> None:
     """int8 x int8 -> int32: the same tile, 4 input channels per step via a 4x4 dot product."""
-    intrin = dot_intrinsic(target)
-    acc, panel = blocks["shift_conv2d"], blocks["shift_conv2d_weight"]
-    # TVM's dot-product intrinsics declare "global" operands and tensorize compares scopes:
-    # tensorize on global buffers, then make all three thread-local (registers / stack).
-    _, wo, rc, wi, oi = cpu.tile_shift_conv2d(sch, blocks, (tiles[0],), (tiles[1],), scope="global")
-    sch.transform_layout(panel, ("write", 0), lambda c, o: (o // 4, c // 4, o % 4, c % 4))
-    ob, o4 = sch.split(oi, [None, 4])
-    rco, rc4 = sch.split(rc, [None, 4])
-    sch.reorder(rco, wi, ob, o4, rc4)
-    sch.compute_at(staged, wo)
-    init = sch.decompose_reduction(acc, rco)
-    sch.vectorize(sch.get_loops(init)[-1])
-    sch.tensorize(o4, intrin)
-    sch.unroll(wi)
-    sch.unroll(ob)
-    for block in (init, panel, staged):
-        sch.set_scope(block, 0, "local")
+    cpu_int8.dot_tile(sch, blocks, dot_intrinsic(target), 4, tiles)
 
 
 def schedule_shift(sch: Schedule, blocks: dict, target, op: str) -> None:

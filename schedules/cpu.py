@@ -4,7 +4,8 @@
 micro-kernel (``cpu_conv2d.py``) on the shifted input staged as NCHW planes: the shift's arithmetic
 and bounds tests leave the FMA loop, and the weight panel is packed once per call. Against the plain
 1x1 conv of the same shape the zoo's shift layers went from 2-28x (old schedule) to 0.7-3x, except on
-7x7 maps (4-7x: a 7-pixel vector fills half an AVX-512 register). Otherwise (int8, NCHW4c, narrower rows) an outer-product
+7x7 maps (4-7x: a 7-pixel vector fills half an AVX-512 register). int8 on AVX-512 VNNI: ``vpdpbusd``
+(``cpu_int8.py``). Otherwise (int8, NCHW4c, narrower rows) an outer-product
 micro-kernel: a vector of output channels accumulates ``x * w`` for a few output pixels, so the
 (shifted, bounds-checked) input is one *scalar* load per pixel and channel whatever the shift; the
 ``[C, O]`` weight panel is staged per output tile so the channel vector is contiguous.
@@ -15,6 +16,7 @@ import math
 
 from tvm.s_tir import Schedule
 
+from . import cpu_int8
 from ._blocks import divisor, extents
 from .cpu_common import accumulator_budget, vector_lanes
 from .cpu_conv2d import pixel_vector_channels, pixel_vector_width
@@ -22,13 +24,14 @@ from .cpu_loop_nest import schedule_block
 from .split_borders import split_borders
 
 
-def tile_shift_conv2d(sch: Schedule, blocks: dict, out_tiles, pixel_tiles, scope="local"):
+def tile_shift_conv2d(sch: Schedule, blocks: dict, out_tiles, pixel_tiles, scope="local", panel_per_row=True):
     """The loop nest every CPU ``shift_conv2d`` schedule shares; returns ``(rows, wo, rc, wi, oi)``.
 
     ``rows`` = parallel (batch, output-channel tile, output row); per row the ``[C, O]`` weight panel
     is staged; per ``wo`` (pixel tile) the accumulator tile ``[wi pixels, oi channels]`` (channels
     innermost) is reduced over ``rc``; the store/epilogue follows at ``wo``. Both staged buffers get
     ``scope`` (tensorizing callers pass "global", what TVM's intrinsics declare, and localize after).
+    Without ``panel_per_row`` the panel is packed once per call, before the rows.
     """
     acc, panel = blocks["shift_conv2d"], blocks["shift_conv2d_weight"]
     epilogue = blocks.get("shift_conv2d_epilogue")
@@ -47,7 +50,8 @@ def tile_shift_conv2d(sch: Schedule, blocks: dict, out_tiles, pixel_tiles, scope
     sch.transform_layout(acc, ("write", 0), lambda n_, o_, h_, w_: (n_, h_, w_, o_))
     rows = sch.fuse(n, oo, h)
     sch.parallel(rows)
-    sch.compute_at(panel, rows)
+    if panel_per_row:
+        sch.compute_at(panel, rows)
     sch.set_scope(panel, 0, scope)
     return rows, wo, rc, wi, oi
 
@@ -57,14 +61,16 @@ def is_bilinear(sch: Schedule, blocks: dict) -> bool:
     return str(sch.get(blocks["shift_conv2d_input"]).annotations.get("ecnn_shift")) == "active"
 
 
-def stage_per_row(sch: Schedule, stage, rows) -> None:
-    """Compute the shifted input once per output row, as ``[C, W']`` with the pixels innermost.
+def stage_per_row(sch: Schedule, stage, rows, pixels_innermost=True) -> None:
+    """Compute the shifted input once per output row, as ``[C, W']`` with the pixels innermost
+    (else ``[W', C]``, what dot-product intrinsics read; either way computed channel by channel).
 
     Each channel's offset, taps and weights are then loop-invariant over a whole row: on the host
     the active shift costs 1.18x a 1x1 conv this way, 2.2x staged per pixel tile and 2.6x
     inlined (``scripts/bench_shift_conv.py``, 64x56x56, O=64).
     """
-    sch.transform_layout(stage, ("write", 0), lambda n, h, w, c: (n, h, c, w))
+    if pixels_innermost:
+        sch.transform_layout(stage, ("write", 0), lambda n, h, w, c: (n, h, c, w))
     sch.compute_at(stage, rows)
     loops = sch.get_loops(stage)
     row = [sch.get(loop).same_as(sch.get(rows)) for loop in loops].index(True)
@@ -171,7 +177,7 @@ def schedule_shift_conv2d(sch: Schedule, blocks: dict, target, out_tiles=(64, 32
     CPUs pass their own to fit their register file (``schedules/arm_cpu.py``). Integer shifts are
     inlined (one scalar load per channel and pixel is cheapest); the bilinear one is staged per row.
     """
-    if pixel_vector_shift_conv2d(sch, blocks, target):
+    if pixel_vector_shift_conv2d(sch, blocks, target) or cpu_int8.vnni_shift_conv2d(sch, blocks, target):
         return
     bilinear = is_bilinear(sch, blocks)
     if not bilinear:

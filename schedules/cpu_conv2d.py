@@ -19,6 +19,7 @@ import math
 import tvm
 from tvm.s_tir import Schedule
 
+from . import cpu_int8
 from .cpu_common import accumulator_budget, inline_all, mark_weight_prepack, read_index, root_blocks, vector_lanes
 from .cpu_conv2d_block import Conv2d, epilogue_block, pad_block, parallel_conv
 from .cpu_depthwise import per_channel
@@ -65,7 +66,9 @@ def schedule_conv2d(sch: Schedule, conv: Conv2d, target) -> None:
     # pixel vectors when they are (half) full vectors, or when channel vectors would not be full
     # (measured on the zoo: odd pixel vectors lose to full channel vectors, beat odd ones)
     use_pv = conv.out_per_group >= 4 and vector > 1 and (vector in (lanes, lanes // 2) or tile % lanes != 0)
-    if use_pv:
+    if cpu_int8.vnni_conv2d(sch, conv, epilogue, pad, target):
+        pass  # int8 on AVX-512 VNNI: stages its own input and weights
+    elif use_pv:
         stage_padding(sch, pad)
         channels = pixel_vector_channels(conv.out_per_group, budget)
         _pixel_vector(sch, conv, epilogue, vector, channels)

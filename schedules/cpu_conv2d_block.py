@@ -44,7 +44,7 @@ def _as_conv2d(sch: Schedule, block):
     value = b.body.value
     if not (isinstance(value, tirx.Add) and isinstance(value.b, tirx.Mul)):
         return None
-    loads = [value.b.a, value.b.b]
+    loads = [x.value if isinstance(x, tirx.Cast) else x for x in (value.b.a, value.b.b)]  # int8: cast to int32
     if not all(isinstance(load, tvm.ir.TensorLoad) and len(load.indices) == 4 for load in loads):
         return None
     v = [iv.var for iv in b.iter_vars]

@@ -1,0 +1,81 @@
+"""x86 int8 ``shift_conv2d`` on AVX-512 VNNI (schedules/cpu_int8.py): ``vpdpbusd`` in the emitted assembly for a
+VNNI CPU (compiled, not run, so any CI host checks it), the plain int32 fallback without VNNI, and bit-exactness
+of the VNNI kernels on this host when it has VNNI (test_int8_ops.py runs every int8 case on the host as well).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from relax_helpers import build_module
+from test_arm_schedules import assembly, shift_conv_module
+from test_int8_ops import conv_int8_case
+from tvm import relax
+
+import targets
+from schedules.cpu_int8 import has_vnni
+from tvm_ecnn import pipeline
+
+ZEN4 = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "znver4"})  # AVX-512 VNNI
+SKYLAKE = tvm.target.Target({"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "skylake-avx512"})  # no VNNI
+
+
+def int8_module(out_channels=64, channels=64, size=16, **kw):
+    return shift_conv_module(dtype="int8", channels=channels, out_channels=out_channels, size=size,
+                             requant_scale=0.01, activation="relu",
+                             bias=relax.const(np.arange(out_channels, dtype="int32")), **kw)
+
+
+def test_vnni_target_runs_the_int8_reduction_on_vpdpbusd():
+    assert has_vnni(ZEN4) and not has_vnni(SKYLAKE)
+    asm = assembly(pipeline.build(int8_module(), ZEN4))
+    # 64 output channels x 4 pixels = 16 zmm accumulators per 4 input channels, + 4 weight-sum corrections
+    assert asm.count("vpdpbusd") >= 20
+    assert "vpmulld" not in asm  # no int32 multiply left in the kernel
+
+
+def test_without_vnni_or_16_output_channels_no_vpdpbusd():
+    assert "vpdpbusd" not in assembly(pipeline.build(int8_module(), SKYLAKE))
+    assert "vpdpbusd" not in assembly(pipeline.build(int8_module(out_channels=24), ZEN4))
+
+
+@pytest.mark.skipif(not has_vnni(targets.get_target("host")), reason="this host has no AVX-512 VNNI")
+@pytest.mark.parametrize("kind, stride, requant", [("grouped", 1, True), ("sparse", 2, True), ("active", 1, True),
+                                                    ("none", 1, False)])
+def test_vnni_kernel_bit_exact_on_host(kind, stride, requant):
+    """Full int8 range (the sign-bit flip and its weight-sum correction must cancel exactly), 2 output-channel
+    tiles of 64, against the independent numpy reference."""
+    make, x, ref = conv_int8_case(kind, 32, 128, (9, 12), stride=stride, activation="relu", x_zp=-7,
+                                  per_channel=True, requant=requant, seed=3)
+    vm = relax.VirtualMachine(pipeline.build(build_module(make, [(x.shape, "int8")]), "host"), tvm.cpu())
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), ref)
+
+
+def int8_conv2d_module(x_shape, w, stride=1):
+    """TOPI's int8 conv2d with int32 accumulation, what the quantizer emits for plain convs."""
+    return build_module(lambda v: relax.op.nn.conv2d(v, relax.const(w), strides=stride, padding=w.shape[2] // 2,
+                                                     out_dtype="int32"), [(x_shape, "int8")])
+
+
+def test_int8_conv2d_on_vpdpbusd():
+    w = np.random.default_rng(0).integers(-128, 128, (64, 32, 3, 3)).astype("int8")
+    asm = assembly(pipeline.build(int8_conv2d_module((1, 32, 16, 16), w), ZEN4))
+    assert asm.count("vpdpbusd") >= 20 and "vpmulld" not in asm
+
+
+@pytest.mark.skipif(not has_vnni(targets.get_target("host")), reason="this host has no AVX-512 VNNI")
+@pytest.mark.parametrize("kernel, stride", [(3, 1), (3, 2), (1, 1)])
+def test_int8_conv2d_vnni_bit_exact_on_host(kernel, stride):
+    rng = np.random.default_rng(2)
+    x = rng.integers(-128, 128, (1, 16, 10, 14)).astype("int8")
+    w = rng.integers(-128, 128, (32, 16, kernel, kernel)).astype("int8")
+    vm = relax.VirtualMachine(pipeline.build(int8_conv2d_module(x.shape, w, stride), "host"), tvm.cpu())
+    pad = kernel // 2
+    xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    out_h, out_w = (x.shape[2] - 1) // stride + 1, (x.shape[3] - 1) // stride + 1
+    ref = np.zeros((1, 32, out_h, out_w), np.int64)
+    for ry in range(kernel):
+        for rx in range(kernel):
+            patch = xp[:, :, ry:ry + stride * out_h:stride, rx:rx + stride * out_w:stride]
+            ref += np.einsum("nchw,oc->nohw", patch, w[:, :, ry, rx].astype(np.int64))
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), ref.astype(np.int32))
