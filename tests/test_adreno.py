@@ -66,11 +66,13 @@ def run_on_pocl(mod, target_name: str, inputs: dict) -> pocl.PoclRun:
 def assert_every_kernel_ran_and_matches(run: pocl.PoclRun) -> None:
     """Every kernel of every PrimFunc ``main`` calls ran on PoCL; each call matches the oracle.
 
-    The only kernel allowed not to run is ``reshape``'s: TVM legalizes ``R.reshape`` to a PrimFunc, then lowers
-    the call to a VM builtin (a view), leaving the PrimFunc unused (``reshape``, ``reshape1``, ...).
+    The only kernels allowed not to run are those ``main`` no longer calls: TVM legalizes ``R.reshape`` (and a
+    transpose that only moves a unit axis) to a PrimFunc, then lowers the call to a VM builtin (a view), leaving
+    the PrimFunc unused (``reshape``, ``fused_transpose_reshape1``, ...).
     """
     called = {c.func for c in run.checks}
-    assert all(re.fullmatch(r"reshape\d*", f) for f in set(run.lowering.launches) - called)
+    in_main = {gv.name_hint for gv in relax.analysis.all_global_vars(run.lowering.relax_mod["main"])}
+    assert not (set(run.lowering.launches) - called) & in_main
     launched = {k for c in run.checks for k in c.kernels}
     assert launched == {k for f in called for k in run.lowering.launches[f]}
     bad = [c for c in run.checks if c.max_abs_err > ATOL * max(1.0, c.max_abs_ref)]  # relative for large values

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from import_helpers import assert_host_matches_eager, run_on_host
+from import_helpers import Fn, assert_host_matches_eager, run_on_host
 from test_frontend import _s2mlp_spatial_shift
-from tvm_ecnn.frontend import from_torch
+from tvm_ecnn.frontend import UnsupportedOperatorError, from_torch
 from tvm_ecnn.nn import ActiveShift2d, SparseShift2d
 
 
@@ -71,15 +71,16 @@ def test_kornia_transpose_folded_active_shift_becomes_active_shift2d():
     assert "R.ecnn.active_shift2d(" in unfused.script()
 
 
-def test_transposed_grid_sample_that_is_not_a_translation_stays():
-    class Zoom(nn.Module):
-        def forward(self, x):
-            x = x.transpose(0, 1)
-            theta = torch.tensor([[[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]]]).repeat(x.shape[0], 1, 1)
-            grid = F.affine_grid(theta, list(x.shape), align_corners=True)
-            return F.grid_sample(x, grid, align_corners=True).transpose(0, 1)
+def _zoom(x):
+    """A transpose-folded grid_sample that zooms: no shift."""
+    x = x.transpose(0, 1)
+    theta = torch.tensor([[[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]]]).repeat(x.shape[0], 1, 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=True)
+    return F.grid_sample(x, grid, align_corners=True).transpose(0, 1)
 
-    mod, report = assert_host_matches_eager(Zoom(), torch.randn(2, 4, 6, 6))
+
+def test_transposed_grid_sample_that_is_not_a_translation_stays():
+    mod, report = assert_host_matches_eager(Fn(_zoom), torch.randn(2, 4, 6, 6))
     assert report.rows == [] and "R.ecnn" not in mod.script()
 
 
@@ -145,3 +146,60 @@ def test_offsets_that_are_not_int32_name_the_layer(layer, bad):
         model[1][0].offset[2, 1] = bad
     with pytest.raises(ValueError, match=rf"^1\.0 \({layer.__name__}\): offsets of channel 2 \(dx\) is"):
         from_torch(model, (torch.randn(1, 4, 5, 5),))
+
+
+# ----------------------------------------------------------------------------- the same idioms on every target
+class NegativeIndexing(nn.Module):
+    """Channel gather, select and slice with negative indices between two convolutions (kornia-style ``[..., -1]``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(4, 8, 3, padding=1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = self.conv1(x)
+        y = y[:, torch.tensor([-1, 0, -2, 1, -3, 2, -4, 3])] + y[:, -1:, -1:, -1:]
+        return self.conv2(torch.relu(y))
+
+
+def _real_models() -> dict:
+    """name -> (model, input): each idiom above in a tiny network, checked against eager on every target."""
+    torch.manual_seed(0)
+    zoom = nn.Sequential(nn.Conv2d(4, 4, 1), Fn(_zoom))
+    return {
+        "kornia_active_shift": (nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), KorniaActiveShift(8), nn.Conv2d(8, 4, 1),
+                                              nn.ReLU()), torch.randn(1, 4, 6, 6)),
+        "transposed_grid_sample": (zoom, torch.randn(1, 4, 6, 6)),
+        "s2mlp_shift": (S2Block(8, _functional_shift), torch.randn(1, 8, 6, 6)),
+        "negative_indexing": (NegativeIndexing(), torch.randn(1, 4, 6, 6)),
+        "adaptive_max_pool": (nn.Sequential(nn.Conv2d(4, 8, 1), nn.AdaptiveMaxPool2d((2, 3)), nn.Conv2d(8, 4, 1)),
+                              torch.randn(1, 4, 6, 7)),
+    }
+
+
+REAL_MODELS = _real_models()
+
+
+@pytest.mark.parametrize("name", sorted(REAL_MODELS))
+def test_real_model_idioms_on_host(name):
+    assert_host_matches_eager(*REAL_MODELS[name])
+
+
+
+# ---------------------------------------------------------------------- nn.AdaptiveMaxPool2d (no TVM 0.27 converter)
+@pytest.mark.parametrize("output_size", [(3, 7), 1, (2, 3), (4, 5)])  # divides 6x7 (a max_pool2d) or not
+def test_adaptive_max_pool_matches_eager(output_size):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.AdaptiveMaxPool2d(output_size))
+    mod, _ = assert_host_matches_eager(model, torch.randn(2, 3, 6, 7))
+    divides = output_size in ((3, 7), 1)
+    assert ("R.nn.max_pool2d(" in mod.script()) == divides, mod.script()
+
+
+def test_adaptive_max_pool_indices_are_refused():
+    def pool_with_indices(x):
+        values, indices = F.adaptive_max_pool2d(x, 2, return_indices=True)
+        return values + indices
+
+    with pytest.raises(UnsupportedOperatorError, match=r"adaptive_max_pool2d.* indices of an adaptive max pool"):
+        from_torch(Fn(pool_with_indices), (torch.randn(1, 2, 4, 4),))

@@ -62,7 +62,8 @@ class CompileResult:
         ]
         if self.texture_fallback:
             kept = ", ".join(f"{op} x{n}" for op, n in sorted(self.texture_fallback.items()))
-            lines.append(f"fallback    {kept} (buffer, not texture: TVM's NCHW4c layout inference fails on them)")
+            lines.append(f"fallback    {kept} (buffer, not texture: TVM's NCHW4c layout inference fails on them, "
+                         "or, where marked, the kernel would store partial texels)")
         if self.roofline_ms is not None:
             lines.append(f"roofline    {self.roofline_ms:.3f} ms (analyzer estimate for {self.target}, {self.dtype})")
         lines.extend(self.int8_lines)

@@ -22,6 +22,7 @@ from .compiler_pass.apply_default_cpu_schedules import ApplyDefaultCpuSchedules
 from .compiler_pass.apply_ecnn_schedules import ApplyEcnnSchedules
 from .compiler_pass.ecnn_texture_layout import EcnnTextureLayout, EcnnTextureScopes
 from .compiler_pass.fold_packed_weights import FoldPackedWeights
+from .compiler_pass.partial_texel_fallback import BufferForPartialTexels
 from .compiler_pass.raster_order_shift_groups import RasterOrderShiftGroups
 from .compiler_pass.sparse_shift_inplace import SparseShiftInplace
 from .compiler_pass.texel_schedule import ScheduleTexelWrites
@@ -69,8 +70,9 @@ def _with_texture_passes(legalize: list) -> list:
     * before dlight's Adreno rules: fused convolutions whose epilogue ``dl.adreno.Conv2d`` would leave outside every
       kernel (SE gates, SiLU; ``compiler_pass/adreno_conv_epilogues.py``);
     * between dlight's Adreno and generic GPU rules: whole-texel schedules for the image writers they leave;
-    * last (right before the dataflow lowering's ``RewriteDataflowReshape``): reshapes from a texture to a buffer
-      become a copy and a view (``compiler_pass/texture_reshape.py``).
+    * last (right before the dataflow lowering's ``RewriteDataflowReshape``): a kernel the partial-texel guard would
+      refuse writes a buffer, copied to its texture (``compiler_pass/partial_texel_fallback.py``, reported); reshapes
+      from a texture to a buffer become a copy and a view (``compiler_pass/texture_reshape.py``).
     """
     names = [p.info.name for p in legalize]
     if "ConvertLayout" not in names:
@@ -82,7 +84,8 @@ def _with_texture_passes(legalize: list) -> list:
     return (legalize[:convert] + [KeepOffTextures()] + legalize[convert:layout] + [EcnnTextureLayout()]
             + legalize[layout:scopes] + [EcnnTextureScopes(), UnshareConstants()] + legalize[scopes:scopes + 1]
             + [LegalizeNCHW4cConv2d()] + legalize[scopes + 1:dlight] + before_dlight + legalize[dlight:dlight + 1]
-            + [ScheduleTexelWrites()] + legalize[dlight + 1:] + [CopyTextureBeforeReshape()])
+            + [ScheduleTexelWrites()] + legalize[dlight + 1:]
+            + [BufferForPartialTexels(), CopyTextureBeforeReshape()])
 
 
 def _fusion_end(legalize: list) -> int:

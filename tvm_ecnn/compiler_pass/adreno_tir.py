@@ -15,7 +15,8 @@
   loop writing an ``NCHW4c`` *buffer* (a max pool whose consumer is not a texture) is not refused but silently
   wrong (every lane gets one lane's maximum), so buffer outputs are staged too.
   ``CheckTextureStores`` finally rejects any store still narrower than a texel, instead of shipping a kernel that
-  silently broadcasts one lane.
+  silently broadcasts one lane. The Relax pipeline asks ``stores_partial_texels`` first and moves such a kernel's
+  output to a buffer (``partial_texel_fallback.py``), so a model reaches the refusal only when that is impossible.
 * ``UniqueParamNames`` first: fused functions can have two parameters of one name (see there).
 """
 from __future__ import annotations
@@ -106,6 +107,22 @@ def CheckTextureStores(func: tirx.PrimFunc, _mod, _ctx) -> tirx.PrimFunc:
                              f"{value.ty} is not vectorized over the RGBA lanes), which would broadcast one lane "
                              "to all four; vectorize the innermost (lane) loop of the texture output")
     return func
+
+
+def stores_partial_texels(func: tirx.PrimFunc) -> bool:
+    """Whether ``CheckTextureStores`` would refuse ``func``: lowered on a copy only as far as ``VectorizeLoop``."""
+    passes = [UniqueParamNames, StageTexelWrites, adreno_transform.TextureFlatten(), TypeTextureStores,
+              s_tir.transform.CanonicalizeLoop(), s_tir.transform.LowerCrossThreadReduction(),
+              s_tir.transform.LowerInitBlock(), s_tir.transform.PlanAndUpdateBufferAllocationLocation(),
+              s_tir.transform.ConvertBlocksToOpaque(), s_tir.transform.LowerOpaqueBlock(),
+              tirx.transform.FlattenBuffer(), tirx.transform.VectorizeLoop(True), CheckTextureStores]
+    try:
+        tvm.transform.Sequential(passes)(tvm.IRModule({"main": func}))
+    except ValueError as error:
+        if "of a texel's" in str(error):
+            return True
+        raise
+    return False
 
 
 def _pipeline():

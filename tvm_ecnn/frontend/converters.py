@@ -13,6 +13,10 @@ Handled ops (map keys drop the namespace, so ``ecnn::shift2d`` and ``torchshifts
 * ``ecnn_import::int_shift2d / bilinear_shift2d``: what the torch-side recognisers produce;
 * ``aten::grid_sampler_2d``: TVM 0.27 passes torch's ``(N, H, W, 2)`` grid where Relax expects
   ``(N, 2, H, W)`` (notes bug E); this converter transposes it.
+* ``aten::adaptive_max_pool2d`` (``nn.AdaptiveMaxPool2d``), which TVM 0.27 has no converter for: a
+  ``max_pool2d`` when the output size divides the input, else torch's adaptive windows (rows
+  ``floor(i*H/oh) .. ceil((i+1)*H/oh)``), reduced rows first, then columns (max is separable). Only
+  the values: a model that uses the indices (``return_indices=True``) is refused.
 
 Every integer table goes through one helper, which prefers ``shift2d`` when the table is a
 grouped one and falls back to ``sparse_shift2d`` with an int32 offsets constant. Constant offsets
@@ -67,6 +71,7 @@ class ShiftConverters:
         "int_shift2d.default": (("ecnn_import",), "_int_shift2d"),
         "bilinear_shift2d.default": (("ecnn_import",), "_bilinear_shift2d"),
         "grid_sampler_2d.default": (("aten",), "_grid_sampler_2d"),
+        "adaptive_max_pool2d.default": (("aten",), "_adaptive_max_pool2d"),
     }
 
     def __init__(self, graph: ExportedGraph, report: RewriteReport):
@@ -88,6 +93,8 @@ class ShiftConverters:
             return "the sparse shift needs constant offsets (they depend on the model's inputs here)"
         if namespace == "torchshifts" or name == "torchshifts_shift2d.default":
             return self._torchshifts_unsupported(node)
+        if name == "adaptive_max_pool2d.default" and any(u.args[1] != 0 and u.users for u in node.users):
+            return "the indices of an adaptive max pool (return_indices=True) are not supported, only its values"
         return None
 
     def _torchshifts_unsupported(self, node: fx.Node) -> str | None:
@@ -215,3 +222,24 @@ class ShiftConverters:
                 padding_mode=GRID_PADDING[padding_mode], align_corners=bool(align_corners),
             )
         )
+
+    @staticmethod
+    def _adaptive_max_pool2d(node: fx.Node, importer) -> relax.Var:
+        """``(values, indices)`` like torch; the indices are a placeholder (``unsupported`` refuses their use)."""
+        x, output_size = importer.env[node.args[0]], node.args[1]
+        bb = importer.block_builder
+        sizes = [int(d) for d in x.ty.shape.values[2:]]
+        if all(size % out == 0 for size, out in zip(sizes, output_size)):
+            window = [size // out for size, out in zip(sizes, output_size)]
+            values = bb.emit(relax.op.nn.max_pool2d(x, window, window))
+        else:
+            values = x
+            for axis, size, out in zip((2, 3), sizes, output_size):
+                rows = [
+                    relax.op.max(relax.op.strided_slice(values, [axis], [i * size // out], [-(-(i + 1) * size // out)]),
+                                 axis, keepdims=True)
+                    for i in range(out)
+                ]
+                values = bb.emit(relax.op.concat(rows, axis))
+        return bb.emit(relax.Tuple([values, relax.op.zeros_like(values, "int64")]))
+
