@@ -1,10 +1,10 @@
 """Host (x86-64 LLVM) schedules: the development target and the benchmark reference.
 
-``shift_conv2d`` (fp32 NCHW, rows of 4 pixels or more) runs the plain 1x1 conv's *pixel-vector*
-micro-kernel (``cpu_conv2d.py``) on the shifted input staged as NCHW planes: the shift's arithmetic
-and bounds tests leave the FMA loop, and the weight panel is packed once per call. Against the plain
-1x1 conv of the same shape the zoo's shift layers went from 2-28x (old schedule) to 0.7-3x, except on
-7x7 maps (4-7x: a 7-pixel vector fills half an AVX-512 register). int8 on AVX-512 VNNI: ``vpdpbusd``
+``shift_conv2d`` (fp32 NCHW, rows of 4 pixels or more) runs the micro-kernel the plain 1x1 conv
+(``cpu_conv2d.py``) picks for its output shape, *pixel vectors* or *channel vectors* (7x7, 14x14,
+28x28 maps: odd pixel vectors lose to full channel vectors), on the shifted input staged as
+NCHW planes: the shift's arithmetic and bounds tests leave the FMA loop, and the weight panel is
+packed once per call. int8 on AVX-512 VNNI: ``vpdpbusd``
 (``cpu_int8.py``). Otherwise (int8, NCHW4c, narrower rows) an outer-product
 micro-kernel: a vector of output channels accumulates ``x * w`` for a few output pixels, so the
 (shifted, bounds-checked) input is one *scalar* load per pixel and channel whatever the shift; the
@@ -19,7 +19,8 @@ from tvm.s_tir import Schedule
 from . import cpu_int8
 from ._blocks import divisor, extents
 from .cpu_common import accumulator_budget, vector_lanes
-from .cpu_conv2d import pixel_vector_channels, pixel_vector_width
+from .cpu_conv2d import (channel_tile, outer_product_pixels, pixel_vector_channels, pixel_vector_width,
+                         pixel_vectors_win)
 from .cpu_loop_nest import schedule_block
 from .split_borders import split_borders
 
@@ -118,25 +119,71 @@ def rows_per_vector(height: int, width: int, lanes: int) -> int:
     return next((k for k in range(lanes // max(width, 1), 1, -1) if height % k == 0 and 2 * width <= lanes), 0)
 
 
-def pixel_vector_shift_conv2d(sch: Schedule, blocks: dict, target) -> bool:
-    """Pixel vectors, as the host's plain 1x1 convs (``cpu_conv2d.py``): the shifted input staged
-    as NCHW planes (``_stage_planes``); per ``rc`` one contiguous vector of output pixels (whole
-    rows on small maps) times ``channels`` scalar weights, broadcast from the ``[O / channels, C,
-    channels]`` panel packed once per call. The accumulators and the epilogue are NCHW vectors.
-    False (nothing changed) when the map gives no vector or the kernel is not fp32 NCHW."""
-    acc, panel, stage = blocks["shift_conv2d"], blocks["shift_conv2d_weight"], blocks["shift_conv2d_input"]
-    epilogue = blocks.get("shift_conv2d_epilogue")
+def staged_shift_conv2d(sch: Schedule, blocks: dict, target) -> bool:
+    """fp32 NCHW: the micro-kernel the host's plain 1x1 conv of the output's shape picks
+    (``cpu_conv2d.py``: channel vectors where full ones beat odd pixel vectors, 7x7/14x14/28x28
+    maps), over the shifted input staged as NCHW planes. Wide rows keep pixel vectors: staged once
+    per call their planes leave L2 (56x56 maps: 1.3-2.3x slower), the pixel-vector kernel stages
+    them per row. False (nothing changed) when the map gives neither or the kernel is not fp32 NCHW."""
+    acc, epilogue = blocks["shift_conv2d"], blocks.get("shift_conv2d_epilogue")
     out = sch.get(epilogue if epilogue is not None else acc).writes[0].source
     if str(out.dtype) != "float32" or len(out.shape) != 4 or str(sch.get(acc).writes[0].source.dtype) != "float32":
         return False
-    lanes = vector_lanes(target, "float32")
-    n, o, h, w, rc = sch.get_loops(acc)
-    _, out_ch, height, width, _ = extents(sch, [n, o, h, w, rc])
+    lanes, budget = vector_lanes(target, "float32"), accumulator_budget(target)
+    _, out_ch, height, width, _ = extents(sch, sch.get_loops(acc))
     rows = rows_per_vector(height, width, lanes)
     vector = rows * width or pixel_vector_width(width, lanes)
+    pixels = outer_product_pixels(width, budget)
+    tile = channel_tile(out_ch, lanes, pixels, budget)
+    if width < STAGE_ROWS_FROM and tile % lanes == 0 and not pixel_vectors_win(vector, tile, lanes):
+        channel_vector_shift_conv2d(sch, blocks, tile, pixels)
+        return True
     if vector == 1:
         return False
-    channels = pixel_vector_channels(out_ch, accumulator_budget(target) // math.ceil(vector / lanes))
+    pixel_vector_shift_conv2d(sch, blocks, rows, vector, budget // math.ceil(vector / lanes))
+    return True
+
+
+def channel_vector_shift_conv2d(sch: Schedule, blocks: dict, tile: int, pixels: int) -> None:
+    """Channel vectors, as the host's plain 1x1 conv (``cpu_conv2d._outer_product``): per
+    (output-channel tile, row) in parallel, per ``pixels`` output pixels, ``pixels x tile``
+    accumulators; per ``rc`` one ``tile`` weight vector of the ``[O / tile, C, tile]`` panel
+    (packed once per call) times one scalar of the staged planes per pixel."""
+    acc, panel, stage = blocks["shift_conv2d"], blocks["shift_conv2d_weight"], blocks["shift_conv2d_input"]
+    epilogue = blocks.get("shift_conv2d_epilogue")
+    if epilogue is not None:
+        sch.set_scope(acc, 0, "local")
+    store = sch.cache_write(acc, 0, "local") if epilogue is None else epilogue
+    n, o, h, w, rc = sch.get_loops(acc)
+    fo, fi = sch.split(o, [None, tile])
+    xo, xi = sch.split(w, [None, pixels])
+    sch.reorder(n, fo, h, xo, rc, xi, fi)
+    sch.reverse_compute_at(store, xo)
+    sch.transform_layout(acc, ("write", 0), lambda n_, o_, h_, w_: (n_, h_, w_, o_))
+    sch.parallel(sch.fuse(n, fo, h))
+    _stage_planes(sch, stage)
+    _pack_panel(sch, panel, tile)
+    sch.unroll(xi)
+    sch.vectorize(fi)
+    sch.decompose_reduction(acc, rc)
+
+
+def _pack_panel(sch: Schedule, panel, tile: int) -> None:
+    """The ``[C, O]`` weight panel as ``[O / tile, C, tile]``, packed once per call (C x O copies
+    against C x O x H' x W' multiply-adds), not marked for FoldPackedWeights: MetaSchedule's
+    builder strips marked stages and rejects this one (weight[o, c, 0, 0])."""
+    sch.transform_layout(panel, ("write", 0), lambda c_, o_: (o_ // tile, c_, o_ % tile))
+
+
+def pixel_vector_shift_conv2d(sch: Schedule, blocks: dict, rows: int, vector: int, budget: int) -> None:
+    """Pixel vectors, as the host's plain 1x1 convs (``cpu_conv2d.py``): the shifted input staged
+    as NCHW planes (``_stage_planes``); per ``rc`` one contiguous vector of output pixels (``rows``
+    whole rows on small maps) times ``channels`` scalar weights, broadcast from the ``[O / channels,
+    C, channels]`` panel packed once per call. The accumulators and the epilogue are NCHW vectors."""
+    acc, panel, stage = blocks["shift_conv2d"], blocks["shift_conv2d_weight"], blocks["shift_conv2d_input"]
+    epilogue = blocks.get("shift_conv2d_epilogue")
+    _, out_ch, _, width, _ = extents(sch, sch.get_loops(acc))
+    channels = pixel_vector_channels(out_ch, budget)
     if epilogue is not None:
         sch.set_scope(acc, 0, "local")
     store = sch.cache_write(acc, 0, "local") if epilogue is None else epilogue
@@ -159,25 +206,22 @@ def pixel_vector_shift_conv2d(sch: Schedule, blocks: dict, target) -> bool:
     else:
         sch.parallel(n)
         _stage_planes(sch, stage, n)
-    # packed once per call (C x O copies against C x O x H' x W' multiply-adds), not marked for
-    # FoldPackedWeights: MetaSchedule's builder strips marked stages and rejects this one (weight[o, c, 0, 0])
-    sch.transform_layout(panel, ("write", 0), lambda c_, o_: (o_ // channels, c_, o_ % channels))
+    _pack_panel(sch, panel, channels)
     sch.unroll(fi)
     sch.vectorize(pi)
     sch.vectorize(sch.get_loops(store)[-1])
     sch.decompose_reduction(acc, rc)
-    return True
 
 
 def schedule_shift_conv2d(sch: Schedule, blocks: dict, target, out_tiles=(64, 32, 16, 8, 4), pixel_tiles=(4, 7, 2)) -> None:
-    """Pixel vectors when the rows give them (``pixel_vector_shift_conv2d``), else an outer product:
+    """fp32 NCHW: the plain 1x1 conv's micro-kernel (``staged_shift_conv2d``), else an outer product:
     per ``rc``, a vector of ``oi`` output channels times one input scalar per pixel.
 
     ``out_tiles``/``pixel_tiles`` are the candidate tile sizes (largest dividing one wins); other
     CPUs pass their own to fit their register file (``schedules/arm_cpu.py``). Integer shifts are
     inlined (one scalar load per channel and pixel is cheapest); the bilinear one is staged per row.
     """
-    if pixel_vector_shift_conv2d(sch, blocks, target) or cpu_int8.vnni_shift_conv2d(sch, blocks, target):
+    if staged_shift_conv2d(sch, blocks, target) or cpu_int8.vnni_shift_conv2d(sch, blocks, target):
         return
     bilinear = is_bilinear(sch, blocks)
     if not bilinear:

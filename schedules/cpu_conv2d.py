@@ -37,16 +37,28 @@ def pixel_tile(width: int, candidates) -> int:
     return min(usable, key=lambda p: (math.ceil(width / p) * p - width, -p))
 
 
-def channel_tile(conv: Conv2d, lanes: int, pixels: int, budget: int) -> int:
+def channel_tile(out_per_group: int, lanes: int, pixels: int, budget: int) -> int:
     """Output channels per micro-kernel, within one group: whole vectors, as many as the
     accumulator budget allows for ``pixels`` pixels; else the widest divisor of the group that
     is at least 4 (odd lane counts are legalized by LLVM); 1 when there is none."""
     for vectors in (4, 2, 1):
         tile = vectors * lanes
-        if conv.out_per_group % tile == 0 and vectors * pixels <= budget:
+        if out_per_group % tile == 0 and vectors * pixels <= budget:
             return tile
-    return next((t for t in range(min(2 * lanes, conv.out_per_group), 3, -1)
-                 if conv.out_per_group % t == 0 and math.ceil(t / lanes) * pixels <= budget), 1)
+    return next((t for t in range(min(2 * lanes, out_per_group), 3, -1)
+                 if out_per_group % t == 0 and math.ceil(t / lanes) * pixels <= budget), 1)
+
+
+def outer_product_pixels(width: int, budget: int) -> int:
+    """Output pixels per channel-vector (outer-product) micro-kernel."""
+    return pixel_tile(width, (4, 7, 6, 5, 8, 3, 2) if budget >= 16 else (4, 3, 2))
+
+
+def pixel_vectors_win(vector: int, tile: int, lanes: int) -> bool:
+    """Pixel vectors of ``vector`` pixels over channel vectors of ``tile`` channels: when they are
+    (half) full vectors, or when channel vectors would not be full (measured on the zoo: odd
+    pixel vectors lose to full channel vectors, beat odd ones). Also ``shift_conv2d``'s choice."""
+    return vector > 1 and (vector in (lanes, lanes // 2) or tile % lanes != 0)
 
 
 def schedule_conv2d(sch: Schedule, conv: Conv2d, target) -> None:
@@ -61,14 +73,11 @@ def schedule_conv2d(sch: Schedule, conv: Conv2d, target) -> None:
     width = extents(sch, sch.get_loops(conv.block))[3]
     budget = accumulator_budget(target)
     vector = pixel_vector_width(width, lanes) if conv.unit_stride else 1
-    pixels = pixel_tile(width, (4, 7, 6, 5, 8, 3, 2) if budget >= 16 else (4, 3, 2))
-    tile = channel_tile(conv, lanes, pixels, budget)
-    # pixel vectors when they are (half) full vectors, or when channel vectors would not be full
-    # (measured on the zoo: odd pixel vectors lose to full channel vectors, beat odd ones)
-    use_pv = conv.out_per_group >= 4 and vector > 1 and (vector in (lanes, lanes // 2) or tile % lanes != 0)
+    pixels = outer_product_pixels(width, budget)
+    tile = channel_tile(conv.out_per_group, lanes, pixels, budget)
     if cpu_int8.vnni_conv2d(sch, conv, epilogue, pad, target):
         pass  # int8 on AVX-512 VNNI: stages its own input and weights
-    elif use_pv:
+    elif conv.out_per_group >= 4 and pixel_vectors_win(vector, tile, lanes):
         stage_padding(sch, pad)
         channels = pixel_vector_channels(conv.out_per_group, budget)
         _pixel_vector(sch, conv, epilogue, vector, channels)

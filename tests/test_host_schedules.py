@@ -85,7 +85,7 @@ def test_shifted_input_is_staged_as_planes_and_the_panel_packed_once_per_call(ki
     w = relax.const(rng.standard_normal((32, 16, 1, 1)).astype("float32"))
     off = {"sparse": relax.const(rng.integers(-2, 3, (16, 2)).astype("int32")),
            "active": relax.const(rng.uniform(-1, 1, (16, 2)).astype("float32"))}.get(kind)
-    mod = build_module(lambda v: relay_ops.shift_conv2d(v, w, kind, offsets=off), [((1, 16, 8, 12), "float32")])
+    mod = build_module(lambda v: relay_ops.shift_conv2d(v, w, kind, offsets=off), [((1, 16, 8, 16), "float32")])
     lowered = relax_pipeline(tvm.target.Target("host"))(mod)
     (fused,) = [f for gv, f in lowered.functions.items() if "shift_conv2d" in gv.name_hint]
     sch = tvm.s_tir.Schedule(fused)
@@ -94,12 +94,39 @@ def test_shifted_input_is_staged_as_planes_and_the_panel_packed_once_per_call(ki
         loops = sch.get_loops(block)
         assert sch.get(loops[0]).kind == tvm.tirx.ForKind.PARALLEL and len(loops) == 3, "[C, W'] per output row"
     else:
-        assert [int(d) for d in sch.get(block).writes[0].source.shape] == [1, 16, 8, 12], "staged as NCHW planes"
+        assert [int(d) for d in sch.get(block).writes[0].source.shape] == [1, 16, 8, 16], "staged as NCHW planes"
         interior = [loop for loop in _loops_in(sch.get(block).body) if loop.loop_var.name == "w"]
         assert len(interior) == 1 and not _guarded_loads(interior[0].body.value), "interior without bounds tests"
     (panel,) = [b for b in _all_blocks(sch) if sch.get(b).name_hint == "shift_conv2d_weight"]
     assert [int(d) for d in sch.get(panel).writes[0].source.shape] == [2, 16, 16], "panel packed [O / 16, C, 16]"
     assert sch.get(sch.get_loops(panel)[0]).kind == tvm.tirx.ForKind.SERIAL, "packed once per call, not per row"
+
+
+@pytest.mark.parametrize("kind", ["none", "grouped", "sparse", "active"])
+def test_shift_conv2d_takes_channel_vectors_where_the_plain_conv_does(kind):
+    """7x7 maps: a 7-pixel vector would fill under half an AVX-512 register, so (as the plain 1x1 conv) the
+    accumulators are [pixels, 32 channels] vectors over the shifted input staged once per call as NCHW planes
+    (outside the conv's parallel loop), and the panel is packed [O / 32, C, 32] once per call."""
+    rng = np.random.default_rng(5)
+    w = relax.const(rng.standard_normal((64, 24, 1, 1)).astype("float32"))
+    off = {"sparse": relax.const(rng.integers(-1, 2, (24, 2)).astype("int32")),
+           "active": relax.const(rng.uniform(-1, 1, (24, 2)).astype("float32"))}.get(kind)
+    mod = build_module(lambda v: relay_ops.shift_conv2d(v, w, kind, offsets=off), [((1, 24, 7, 7), "float32")])
+    lowered = relax_pipeline(tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"}))(mod)
+    (fused,) = [f for gv, f in lowered.functions.items() if "shift_conv2d" in gv.name_hint]
+    sch = tvm.s_tir.Schedule(fused)
+    blocks = {sch.get(b).name_hint: b for b in _all_blocks(sch)}
+    assert [int(d) for d in sch.get(blocks["shift_conv2d_update"]).writes[0].source.shape] == [1, 7, 7, 64]
+    inner = sch.get(sch.get_loops(blocks["shift_conv2d_update"])[-1])
+    assert inner.kind == tvm.tirx.ForKind.VECTORIZED and int(inner.extent) == 32, "a vector of 32 output channels"
+    assert [int(d) for d in sch.get(blocks["shift_conv2d_weight"]).writes[0].source.shape] == [2, 24, 32]
+    if kind == "none":
+        assert "shift_conv2d_input" not in blocks, "no shift, nothing staged"
+    else:
+        stage = blocks["shift_conv2d_input"]
+        assert [int(d) for d in sch.get(stage).writes[0].source.shape] == [1, 24, 7, 7], "staged as NCHW planes"
+        conv_rows = sch.get(sch.get_loops(blocks["shift_conv2d_update"])[0])
+        assert not sch.get(sch.get_loops(stage)[0]).same_as(conv_rows), "staged once per call, not per row"
 
 
 def _guarded_loads(expr) -> list:
