@@ -22,6 +22,8 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from tvm_ecnn.error_text import error_line  # noqa: E402
+
 
 def parse_shape(text: str) -> tuple[int, ...]:
     """``1,3,224,224`` or ``1x3x224x224``: every dim a positive integer (``1,3,x`` is an error, not ``(1, 3)``)."""
@@ -49,9 +51,8 @@ def at_least(minimum: int):
 
 def first_line(error: BaseException) -> str:
     """An input error's first line and its hint: torch.export's messages run to pages."""
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    hint = next((line for line in lines[1:] if line.startswith("hint:")), None)
-    return "\n".join(lines[:1] + ([hint] if hint else []))
+    hint = next((line for line in str(error).splitlines()[1:] if line.startswith("hint:")), None)
+    return "\n".join([error_line(error)] + ([hint] if hint else []))
 
 
 def main(argv=None) -> int:

@@ -25,6 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 from compile import at_least, parse_shape  # noqa: E402  (scripts/ is on sys.path when run as a script)
 
+from tvm_ecnn.error_text import error_line  # noqa: E402
+
 
 def _inputs(args, loaded, model_shape) -> list[np.ndarray]:
     if args.inputs:
@@ -125,7 +127,7 @@ def main(argv=None) -> int:
                 try:
                     expected = _torch_outputs(model, inputs)
                 except (RuntimeError, ValueError, TypeError) as error:
-                    print(f"error: --model {args.model} does not take these inputs: {str(error).splitlines()[0]}",
+                    print(f"error: --model {args.model} does not take these inputs: {error_line(error)}",
                           file=sys.stderr)
                     return 2
                 if [o.shape for o in outputs] != [e.shape for e in expected]:

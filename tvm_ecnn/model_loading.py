@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from . import models as _models
+from .error_text import error_line
 from .metadata import InputSpec
 
 
@@ -69,8 +70,7 @@ def _load_program(path: str) -> torch.export.ExportedProgram:
     try:
         program = torch.export.load(path)
     except Exception as error:  # zip, pickle and version errors alike: the file is not what we need
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(f"{path} is not a program saved with torch.export.save ({first})") from None
+        raise ValueError(f"{path} is not a program saved with torch.export.save ({error_line(error)})") from None
     finally:
         log.setLevel(level)
     return _fp32_only(program, path)

@@ -36,6 +36,7 @@ import targets as _targets
 from targets.host import arch_of_triple
 
 from . import elf
+from .error_text import error_line
 from . import metadata as _metadata
 
 TRACKER_TIMEOUT_S = 5.0
@@ -157,7 +158,7 @@ def load(path, device="cpu") -> Loaded:
     try:
         lib = tvm.runtime.load_module(str(path))
     except RuntimeError as error:  # what TVM raises for dlopen / deserialisation failures
-        raise RuntimeError(f"cannot load {path}: {_first_line(error)}") from None
+        raise RuntimeError(f"cannot load {path}: {error_line(error, last=True)}") from None
     return Loaded(lib, kind, name=path.name)
 
 
@@ -180,15 +181,10 @@ def _load_remote(path: Path, session, kind: str, deadline: SessionDeadline | Non
         except TimeoutError:
             raise
         except RuntimeError as error:
-            raise RuntimeError(f"the RPC device cannot load {path}: {_first_line(error)}") from None
+            raise RuntimeError(f"the RPC device cannot load {path}: {error_line(error, last=True)}") from None
         loaded = _RemoteLoaded(lib, device, session=session, name=path.name)
     loaded.deadline = deadline
     return loaded
-
-
-def _first_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -22,6 +22,8 @@ import tvm
 from tvm import relax
 from tvm.s_tir import meta_schedule as ms
 
+from .error_text import error_line
+
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
 _TARGET_FIELDS = ("mtriple", "mcpu", "device")
@@ -89,14 +91,14 @@ def read(folder, *, repair: bool = False) -> Contents:
         try:
             workloads.append(ms.database.Workload.from_json(item))
         except (tvm.TVMError, TypeError, ValueError, IndexError) as error:
-            raise ValueError(f"{workloads_path}:{number}: not a workload ({str(error).splitlines()[0]})") from None
+            raise ValueError(f"{workloads_path}:{number}: not a workload ({error_line(error)})") from None
     records = []
     for number, item in _lines(records_path, repair):
         try:
             records.append((number, ms.database.TuningRecord.from_json(item[1], workloads[item[0]])))
         except (tvm.TVMError, TypeError, ValueError, IndexError, KeyError) as error:
             raise ValueError(f"{records_path}:{number}: not a tuning record of {workloads_path.name} "
-                             f"({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+                             f"({error_line(error)})") from None
     return Contents(folder, workloads, records)
 
 
