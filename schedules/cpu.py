@@ -4,7 +4,8 @@
 (``cpu_conv2d.py``) picks for its output shape, *pixel vectors* or *channel vectors* (7x7, 14x14,
 28x28 maps: odd pixel vectors lose to full channel vectors), on the shifted input staged as
 NCHW planes: the shift's arithmetic and bounds tests leave the FMA loop, and the weight panel is
-packed once per call. int8 on AVX-512 VNNI: ``vpdpbusd``
+packed once per call. The grouped shift under full pixel vectors (16x16, 32x32 maps) is read in
+place instead: a copy of the input costs more than the shift's address arithmetic there. int8 on AVX-512 VNNI: ``vpdpbusd``
 (``cpu_int8.py``). Otherwise (int8, NCHW4c, narrower rows) an outer-product
 micro-kernel: a vector of output channels accumulates ``x * w`` for a few output pixels, so the
 (shifted, bounds-checked) input is one *scalar* load per pixel and channel whatever the shift; the
@@ -14,7 +15,10 @@ from __future__ import annotations
 
 import math
 
-from tvm.s_tir import Schedule
+import tvm
+import tvm_ffi
+from tvm import tirx
+from tvm.s_tir import SBlock, Schedule
 
 from . import cpu_int8
 from ._blocks import divisor, extents
@@ -124,7 +128,9 @@ def staged_shift_conv2d(sch: Schedule, blocks: dict, target) -> bool:
     (``cpu_conv2d.py``: channel vectors where full ones beat odd pixel vectors, 7x7/14x14/28x28
     maps), over the shifted input staged as NCHW planes. Wide rows keep pixel vectors: staged once
     per call their planes leave L2 (56x56 maps: 1.3-2.3x slower), the pixel-vector kernel stages
-    them per row. False (nothing changed) when the map gives neither or the kernel is not fp32 NCHW."""
+    them per row. Full pixel vectors on narrower rows (16x16, 32x32) read the grouped shift in
+    place (``reads_shift_directly``; at 56x56's 14-pixel vectors in place is 7x slower).
+    False (nothing changed) when the map gives neither or the kernel is not fp32 NCHW."""
     acc, epilogue = blocks["shift_conv2d"], blocks.get("shift_conv2d_epilogue")
     out = sch.get(epilogue if epilogue is not None else acc).writes[0].source
     if str(out.dtype) != "float32" or len(out.shape) != 4 or str(sch.get(acc).writes[0].source.dtype) != "float32":
@@ -140,7 +146,93 @@ def staged_shift_conv2d(sch: Schedule, blocks: dict, target) -> bool:
         return True
     if vector == 1:
         return False
-    pixel_vector_shift_conv2d(sch, blocks, rows, vector, budget // math.ceil(vector / lanes))
+    direct = not rows and vector == lanes and width < STAGE_ROWS_FROM
+    pixel_vector_shift_conv2d(sch, blocks, rows, vector, budget // math.ceil(vector / lanes), direct)
+    return True
+
+
+def reads_shift_directly(sch: Schedule, stage) -> bool:
+    """The grouped shift at stride 1: a pixel vector's shifted input is a contiguous run of the
+    input itself (the shift is an address offset per channel), so it is read in place, not staged
+    (a copy of the input costs 1.5-3x the 1x1 conv on 32x32/16x16 maps with 16-32 output channels)."""
+    if str(sch.get(stage).annotations.get("ecnn_shift")) != "grouped":
+        return False
+    block = sch.get(stage)
+    guards = _guarded_loads(block.body.value)
+    load = guards[0].args[1] if len(guards) == 1 else None
+    if load is None or len(load.indices) != 4:
+        return False
+    v_h, v_w = block.iter_vars[1].var, block.iter_vars[2].var
+    return all(_unit_stride(index, var) for index, var in zip(load.indices[2:], (v_h, v_w)))
+
+
+def _guarded_loads(expr) -> list:
+    """The ``if_then_else(inside, load, fill)`` calls of ``expr`` (not those of the offsets)."""
+    found = []
+    tvm_ffi.structural_walk(expr, (tvm.ir.Call, lambda c: found.append(c) if c.op.name == "prim.if_then_else"
+                                   and isinstance(c.args[1], tvm.ir.TensorLoad) else None))
+    return found
+
+
+def _unit_stride(index, var):
+    linear = tvm.sym.detect_linear_equation(index, [var])
+    return len(linear) == 2 and isinstance(linear[0], tirx.IntImm) and int(linear[0]) == 1
+
+
+def _offset_bound(analyzer, offset) -> tuple[int, int]:
+    """Constant bounds of a shift offset (``const_int_bound`` knows no ``if_then_else``: the
+    grouped shift's unshifted trailing channels)."""
+    if isinstance(offset, tvm.ir.Call) and offset.op.name == "prim.if_then_else":
+        (a, b), (c, d) = (_offset_bound(analyzer, branch) for branch in offset.args[1:])
+        return min(a, c), max(b, d)
+    bound = analyzer.const_int_bound(offset)
+    return bound.min_value, bound.max_value
+
+
+def unguard_shifted_loads(sch: Schedule, update) -> bool:
+    """Make the in-place shifted load of the accumulation ``update`` block vectorizable.
+
+    ``if_then_else(inside, x[n, c, h + dy, w + dx], 0)`` is tested per lane, which TVM's
+    ``vectorize`` scalarizes; ``Select(inside, ...)`` loads the whole vector and zeroes the lanes
+    outside the image. Those lanes read a neighbouring row or plane of ``x`` (the shift reaches at
+    most ``reach`` pixels), in bounds for every channel but the first and last ``edge`` ones, which
+    keep the tested load. False (nothing changed) when the offsets are not bounded constants.
+    """
+    block = sch.get(update)
+    store = block.body
+    guards = _guarded_loads(store.value) if isinstance(store, tirx.BufferStore) else []
+    if len(guards) != 1 or len(block.iter_vars) != 5:
+        return False
+    guard, (v_h, v_w, v_c) = guards[0], (iv.var for iv in block.iter_vars[2:])
+    load = guard.args[1]
+    if not isinstance(load, tvm.ir.TensorLoad) or len(load.indices) != 4 or not load.indices[1].same_as(v_c):
+        return False
+    analyzer = tvm.sym.Analyzer()
+    for iv in block.iter_vars:
+        analyzer.bind(iv.var, iv.dom)
+    reach = 0
+    for index, var in zip(load.indices[2:], (v_h, v_w)):
+        if not _unit_stride(index, var):
+            return False
+        low, high = _offset_bound(analyzer, tvm.sym.detect_linear_equation(index, [var])[1])
+        reach = max(reach, -low, high)
+    channels, height, width = (int(d) for d in load.source.shape[1:])
+    edge = -(-reach * (width + 1) // (height * width))
+    if 2 * edge >= channels:
+        return False
+    n, c, y, x = load.indices
+    clamped = tirx.BufferLoad(load.source, [n, c, tirx.max(tirx.min(y, height - 1), 0),
+                                          tirx.max(tirx.min(x, width - 1), 0)])
+
+    def unguarded(read):
+        return tirx.BufferStore(store.buffer, tvm_ffi.structural_map(store.value, (
+            tvm.ir.Call, lambda g: tirx.Select(g.args[0], read, g.args[2]) if _guarded_loads(g) == [g] else g)),
+            store.indices)
+
+    body = tirx.IfThenElse(tirx.all(v_c >= edge, v_c < channels - edge), unguarded(load), unguarded(clamped))
+    new = SBlock(block.iter_vars, block.reads, block.writes, block.name_hint, body, block.init,
+                 block.alloc_buffers, block.match_buffers, block.annotations)
+    sch.state.replace(sch.get_sref(update), new, {block: new})
     return True
 
 
@@ -175,9 +267,11 @@ def _pack_panel(sch: Schedule, panel, tile: int) -> None:
     sch.transform_layout(panel, ("write", 0), lambda c_, o_: (o_ // tile, c_, o_ % tile))
 
 
-def pixel_vector_shift_conv2d(sch: Schedule, blocks: dict, rows: int, vector: int, budget: int) -> None:
+def pixel_vector_shift_conv2d(sch: Schedule, blocks: dict, rows: int, vector: int, budget: int,
+                              direct: bool = False) -> None:
     """Pixel vectors, as the host's plain 1x1 convs (``cpu_conv2d.py``): the shifted input staged
-    as NCHW planes (``_stage_planes``); per ``rc`` one contiguous vector of output pixels (``rows``
+    as NCHW planes (``_stage_planes``), or with ``direct`` read in place where
+    ``reads_shift_directly``; per ``rc`` one contiguous vector of output pixels (``rows``
     whole rows on small maps) times ``channels`` scalar weights, broadcast from the ``[O / channels,
     C, channels]`` panel packed once per call. The accumulators and the epilogue are NCHW vectors."""
     acc, panel, stage = blocks["shift_conv2d"], blocks["shift_conv2d_weight"], blocks["shift_conv2d_input"]
@@ -200,9 +294,13 @@ def pixel_vector_shift_conv2d(sch: Schedule, blocks: dict, rows: int, vector: in
     po, pi = sch.split(p, [None, vector])
     sch.reorder(n, fo, po, rc, fi, pi)
     sch.reverse_compute_at(store, po)
-    if rows or (width < STAGE_ROWS_FROM and borders_split_cheaply(sch, stage)):
+    direct = direct and reads_shift_directly(sch, stage)
+    if direct:
+        sch.compute_inline(stage)
+    if direct or rows or (width < STAGE_ROWS_FROM and borders_split_cheaply(sch, stage)):
         sch.parallel(sch.fuse(n, fo, po))
-        _stage_planes(sch, stage)
+        if not direct:
+            _stage_planes(sch, stage)
     else:
         sch.parallel(n)
         _stage_planes(sch, stage, n)
@@ -211,6 +309,8 @@ def pixel_vector_shift_conv2d(sch: Schedule, blocks: dict, rows: int, vector: in
     sch.vectorize(pi)
     sch.vectorize(sch.get_loops(store)[-1])
     sch.decompose_reduction(acc, rc)
+    if direct:
+        unguard_shifted_loads(sch, acc)
 
 
 def schedule_shift_conv2d(sch: Schedule, blocks: dict, target, out_tiles=(64, 32, 16, 8, 4), pixel_tiles=(4, 7, 2)) -> None:

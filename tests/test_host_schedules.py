@@ -49,6 +49,19 @@ def test_scheduled_shift_conv2d_matches_numpy(kind, channels, out_channels, size
     np.testing.assert_allclose(run_built(mod, x), _reference(kind, x, w, offsets, stride, b, activation), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("shape", [(2, 20, 3, 32), (1, 11, 2, 16)])
+def test_grouped_shift_read_in_place_matches_numpy(shape):
+    """The grouped shift read in place (no staging): rows of two pixel vectors and of one, the first and last
+    channels' reads (which would leave the input) tested per lane, unshifted trailing channels, batch 2."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(shape).astype("float32")
+    w = rng.standard_normal((16, shape[1], 1, 1)).astype("float32")
+    b = rng.standard_normal(16).astype("float32")
+    mod = build_module(lambda v: relay_ops.shift_conv2d(v, relax.const(w), "grouped", bias=relax.const(b)),
+                       [(x.shape, "float32")])
+    np.testing.assert_allclose(run_built(mod, x), _reference("grouped", x, w, None, 1, b, "none"), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("op", ["shift2d", "sparse_shift2d", "active_shift2d"])
 def test_scheduled_standalone_shifts_match_numpy(op):
     rng = np.random.default_rng(1)
@@ -80,7 +93,9 @@ def test_hand_schedule_is_applied_after_fusion():
 def test_shifted_input_is_staged_as_planes_and_the_panel_packed_once_per_call(kind):
     """Pixel vectors: the shift is computed out of the FMA loop into NCHW planes, and the [O / tile, C, tile]
     weight panel is packed once per call. Sparse (table) offsets are staged once per call, rows split around a
-    bounds-test-free interior (LLVM vectorizes it); grouped and active shifts per output row, inside the parallel loop."""
+    bounds-test-free interior (LLVM vectorizes it); active shifts per output row, inside the parallel loop.
+    The grouped shift is not staged: its vector of pixels is read in place, a Select (not a per-lane
+    if_then_else, which vectorize scalarizes) zeroing the lanes outside the image."""
     rng = np.random.default_rng(4)
     w = relax.const(rng.standard_normal((32, 16, 1, 1)).astype("float32"))
     off = {"sparse": relax.const(rng.integers(-2, 3, (16, 2)).astype("int32")),
@@ -89,11 +104,17 @@ def test_shifted_input_is_staged_as_planes_and_the_panel_packed_once_per_call(ki
     lowered = relax_pipeline(tvm.target.Target("host"))(mod)
     (fused,) = [f for gv, f in lowered.functions.items() if "shift_conv2d" in gv.name_hint]
     sch = tvm.s_tir.Schedule(fused)
-    (block,) = [b for b in _all_blocks(sch) if sch.get(b).name_hint == "shift_conv2d_input"]
-    if kind != "sparse":
+    if kind == "grouped":
+        assert not [b for b in _all_blocks(sch) if sch.get(b).name_hint == "shift_conv2d_input"], "not staged"
+        (update,) = [b for b in _all_blocks(sch) if sch.get(b).name_hint == "shift_conv2d_update"]
+        assert "T.Select(" in sch.get(update).script(), "lanes outside the image zeroed by a Select"
+        assert sch.get(sch.get_loops(update)[-1]).kind == tvm.tirx.ForKind.VECTORIZED
+    elif kind != "sparse":
+        (block,) = [b for b in _all_blocks(sch) if sch.get(b).name_hint == "shift_conv2d_input"]
         loops = sch.get_loops(block)
         assert sch.get(loops[0]).kind == tvm.tirx.ForKind.PARALLEL and len(loops) == 3, "[C, W'] per output row"
     else:
+        (block,) = [b for b in _all_blocks(sch) if sch.get(b).name_hint == "shift_conv2d_input"]
         assert [int(d) for d in sch.get(block).writes[0].source.shape] == [1, 16, 8, 16], "staged as NCHW planes"
         interior = [loop for loop in _loops_in(sch.get(block).body) if loop.loop_var.name == "w"]
         assert len(interior) == 1 and not _guarded_loads(interior[0].body.value), "interior without bounds tests"
