@@ -6,10 +6,14 @@ then per zoo model (batch 1, same seeded weights and input everywhere) the media
 PyTorch eager, ``torch.compile``, ONNX Runtime, stock TVM (its own importer and default
 pipeline) and tvm-ecnn, each checked against eager. ONNX Runtime and stock TVM run the model's
 deployable equivalent (shifts as depthwise convs, ``tvm_ecnn.benchmark.to_standard_ops``).
+``--int8`` adds our int8 build and ONNX Runtime's static int8 (QDQ, per-channel weights), both calibrated
+on the same 8 seeded random inputs and checked against eager within 0.1 (relative), and a table of the
+ratios our int8 / our fp32 and our int8 / ONNX Runtime int8.
 A backend that fails shows its error in its cell. Host timings only; never quote them as phone speed.
 
     python scripts/benchmark.py                                # all models, ImageNet ones at 224
     python scripts/benchmark.py --models shiftresnet20 fenet1_0 --resolution 112 --markdown bench.md
+    python scripts/benchmark.py --int8 --backends tvm-ecnn     # int8 vs fp32 vs ONNX Runtime int8 only
 """
 from __future__ import annotations
 
@@ -45,6 +49,11 @@ def main(argv=None) -> int:
                         help="input size of the ImageNet models (default 224; CIFAR models stay 32x32)")
     parser.add_argument("--input-shape", type=shape, default=None, metavar="N,C,H,W",
                         help="one input shape for every model, overriding the defaults")
+    parser.add_argument("--backends", nargs="+", default=list(benchmark.BACKENDS), choices=list(benchmark.BACKENDS),
+                        metavar="NAME", help=f"fp32 columns (default: all of {', '.join(benchmark.BACKENDS)})")
+    parser.add_argument("--int8", action="store_true",
+                        help=f"also the int8 columns ({', '.join(benchmark.INT8_BACKENDS)}; tvm-ecnn fp32 always "
+                             "runs with them) and their ratio table")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=20, help="timed runs per model and backend (median)")
     parser.add_argument("--op-channels", type=int, default=64, help="C = O of the op-level shift_conv2d")
@@ -65,18 +74,25 @@ def main(argv=None) -> int:
     op_table = benchmark.shift_conv_table(op_times)
     print(op_table, flush=True)
 
+    backends = list(dict.fromkeys(args.backends + ([benchmark.ECNN, *benchmark.INT8_BACKENDS] if args.int8 else [])))
     table = benchmark.benchmark_models(
         args.models, lambda name: benchmark.input_shape(name, args.resolution, args.input_shape),
-        args.warmup, args.repeat)
+        args.warmup, args.repeat, backends)
     legend = (f"batch 1, median of {args.repeat} runs after {args.warmup} warm-up; "
               "cells: ms (time over PyTorch eager / over stock TVM, < 1 is faster); "
               f"≠: output differs from eager by more than {benchmark.AGREEMENT:g} (relative)")
     models_table = benchmark.models_table(table)
     print(f"\n{legend}\n{models_table}")
+    int8_part = ""
+    if args.int8:
+        int8_part = (f"\nint8: calibrated on {benchmark.CALIBRATION_SAMPLES} seeded N(0,1) inputs (both); ratios < 1: "
+                     f"ours int8 is faster; rel. error: max |int8 - eager| / max |eager| on the timed input (≠: over "
+                     f"{benchmark.INT8_AGREEMENT:g})\n{benchmark.int8_table(table)}\n")
+        print(int8_part)
 
     if args.markdown:
         with open(args.markdown, "w") as f:
-            f.write(f"```\n{command}\n```\n\n{host}\n\n{op_table}\n\n{legend}\n\n{models_table}\n")
+            f.write(f"```\n{command}\n```\n\n{host}\n\n{op_table}\n\n{legend}\n\n{models_table}\n{int8_part}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({

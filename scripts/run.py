@@ -10,8 +10,11 @@
 Inputs come from --inputs (an .npz, arrays in saved order) or are random normal of --input-shape, else of the
 shapes and dtypes the .so records (scripts/compile.py embeds them), else of the --model's. --model takes what
 scripts/compile.py takes; a zoo model gets the random weights scripts/compile.py gives it for the same --seed (a .pt2
-carries its own). The .so is checked before it is loaded (truncated, corrupt, another architecture: a message, not
-a crash), and inputs against what it takes.
+carries its own). Without --model, a .so compiled from a zoo model (or a file still there) is compared with the
+model and weight seed it records. The comparison is with PyTorch in fp32 (whatever --dtype the .so was compiled
+with): max abs error and the agreement (top-1, logits' error relative to the largest |logit|: max / mean).
+The .so is checked before it is loaded (truncated, corrupt, another architecture: a message, not a crash), and
+inputs against what it takes.
 Exit status 2 for bad arguments or files, 1 when the device or runtime cannot be used.
 """
 from __future__ import annotations
@@ -63,6 +66,32 @@ def _torch_outputs(model, inputs) -> list[np.ndarray]:
     return [t.float().numpy() for t in flat]
 
 
+def _recorded_model(loaded) -> tuple[str, int] | None:
+    """``(model, weight seed)`` the .so was compiled from (scripts/compile.py records them) when it can be loaded
+    here: a zoo name, or a model file that still exists."""
+    from tvm_ecnn import models
+
+    recorded = (loaded.metadata or {}).get("model")
+    if not isinstance(recorded, str) or not (recorded in models.names() or os.path.isfile(recorded)):
+        return None
+    return recorded, int(loaded.metadata.get("seed", 0))
+
+
+def _comparison(outputs, expected, dtype: str) -> list[str]:
+    """Max abs error against PyTorch fp32 and, per output, the agreement (top-1, relative logits error)."""
+    from tvm_ecnn.quantize import agreement
+
+    error = max(float(np.abs(o - e).max()) for o, e in zip(outputs, expected, strict=True))
+    scale = max(float(np.abs(e).max()) for e in expected)
+    lines = [f"max abs error vs PyTorch: {error:.3g} (largest |output| {scale:.3g})"]
+    for i, (o, e) in enumerate(zip(outputs, expected, strict=True)):
+        rows = o.shape[0] if o.ndim > 1 else 1  # one sample per batch row
+        which = f"output {i} " if len(outputs) > 1 else ""
+        lines.append(f"{which}{dtype} ~ PyTorch fp32: {agreement(o.reshape(rows, -1), e.reshape(rows, -1))} "
+                     f"({rows} sample{'s' if rows > 1 else ''})")
+    return lines
+
+
 def _summary(i: int, a: np.ndarray) -> str:
     stats = f"mean {a.mean():.4g}  std {a.std():.4g}  min {a.min():.4g}  max {a.max():.4g}" if a.size else "empty"
     return f"output {i}: {tuple(a.shape)} {a.dtype}  {stats}"
@@ -74,7 +103,8 @@ def main(argv=None) -> int:
     parser.add_argument("--inputs", help=".npz with the input arrays, in order (or one .npy)")
     parser.add_argument("--input-shape", type=parse_shape,
                         help="random float32 input of this shape, e.g. 1,3,32,32 (default: what the .so records)")
-    parser.add_argument("--model", help="the source model to compare with (zoo name, .pt2 or module:callable)")
+    parser.add_argument("--model", help="the source model to compare with (zoo name, .pt2 or module:callable; "
+                        "default: the zoo model or file the .so records)")
     parser.add_argument("--seed", type=at_least(0), default=0,
                         help="seed of the random input and of a zoo model's weights")
     parser.add_argument("--rpc-tracker", metavar="HOST:PORT", help="run on a device of this RPC tracker")
@@ -98,13 +128,14 @@ def main(argv=None) -> int:
                                              session_timeout=args.session_timeout)
         else:
             loaded = runtime.load(args.path, device=args.device)
-        if args.model:
+        source = (args.model, args.seed) if args.model else _recorded_model(loaded)
+        if source:
             import torch
 
             from tvm_ecnn.deploy import load_model
 
             recorded = loaded.inputs[0].example_shape() if loaded.inputs and not args.inputs else None
-            model, shape, _name = load_model(args.model, args.input_shape or recorded, seed=args.seed)
+            model, shape, _name = load_model(source[0], args.input_shape or recorded, seed=source[1])
             model = model.module() if isinstance(model, torch.export.ExportedProgram) else model.float().eval()
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -127,15 +158,13 @@ def main(argv=None) -> int:
                 try:
                     expected = _torch_outputs(model, inputs)
                 except (RuntimeError, ValueError, TypeError) as error:
-                    print(f"error: --model {args.model} does not take these inputs: {error_line(error)}",
+                    print(f"error: --model {source[0]} does not take these inputs: {error_line(error)}",
                           file=sys.stderr)
                     return 2
                 if [o.shape for o in outputs] != [e.shape for e in expected]:
                     print(f"outputs do not match PyTorch's: {[o.shape for o in outputs]} vs {[e.shape for e in expected]}")
                 else:
-                    error = max(float(np.abs(o - e).max()) for o, e in zip(outputs, expected, strict=True))
-                    scale = max(float(np.abs(e).max()) for e in expected)
-                    print(f"max abs error vs PyTorch: {error:.3g} (largest |output| {scale:.3g})")
+                    print("\n".join(_comparison(outputs, expected, (loaded.metadata or {}).get("dtype", "fp32"))))
             latency = loaded.benchmark(*inputs, number=args.number, repeat=args.repeat)
     except TimeoutError as error:  # a frozen or dead RPC device
         print(f"error: {error}", file=sys.stderr)

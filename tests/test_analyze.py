@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -191,3 +192,21 @@ def test_cli_bad_target_exits_2(targets, tmp_path):
     result = run_cli("--target", "snapdragon/9999", cwd=tmp_path)
     assert result.returncode == 2
     assert "865" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_int8_size_and_float_ops_are_what_compile_stores(targets):
+    """--dtype int8: the int8 size and the float ops come from the quantizer's rewrite, equal to what
+    ``tvm_ecnn.quantize`` (scripts/compile.py --dtype int8) stores, not ``params x 1 B``."""
+    from tvm_ecnn.frontend import from_torch
+    from tvm_ecnn.quantize import quantize
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 16, 1), nn.SiLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10)).eval()
+    shape = (1, 3, 8, 8)
+    report = analyze(net, shape, dtype="int8")
+    compiled = quantize(from_torch(net, (torch.randn(shape),)), np.random.default_rng(0).standard_normal(
+        (2, 3, 8, 8)).astype("float32"))
+    assert report.total.size_int8_mb * 2 ** 20 == compiled.weight_bytes != count_params(net)
+    assert report.total.int8_float_ops == compiled.float_ops and compiled.float_ops  # SiLU stays float
+    assert "in float    " in report.table() and analyze(net, shape).total.int8_float_ops is None

@@ -16,6 +16,7 @@ import torch
 from tvm_ecnn import models
 from tvm_ecnn.benchmark import (
     BACKENDS,
+    INT8_BACKENDS,
     SWAP_TOLERANCE,
     ShiftConvShape,
     relative_error,
@@ -99,6 +100,29 @@ def test_script_prints_every_backend(tmp_path):
             continue
         assert result["failure"] is None, (backend, result["failure"])
         assert not result["mismatch"], (backend, result["error"])
+
+
+def test_script_int8_columns_are_checked_and_compared(tmp_path):
+    """--int8: our int8 build and ONNX Runtime's, agreeing with eager within INT8_AGREEMENT, and the ratio table."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "benchmark.py"), "--models", "shiftresnet20", "--int8",
+         "--backends", "tvm-ecnn", "--input-shape", "1,3,16,16", "--repeat", "1", "--warmup", "1", "--op-size", "8",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(out.read_text())["models"]["shiftresnet20"]["results"]
+    assert list(results) == ["tvm-ecnn", *INT8_BACKENDS]
+    for backend, result in results.items():
+        if backend == "ONNX Runtime int8" and importlib.util.find_spec("onnxruntime") is None:
+            assert "not installed" in result["failure"]
+            continue
+        assert result["failure"] is None, (backend, result["failure"])
+        assert not result["mismatch"], (backend, result["error"])
+        assert backend == "tvm-ecnn" or result["error"] > 0  # int8 is checked for agreement, not equality
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| shiftresnet20 | 16×16 | "))
+    assert row.count("×") >= 3  # the input size and both ratios
 
 
 def test_zoo_shift_conv_shapes_come_from_the_imported_model():

@@ -156,3 +156,38 @@ def test_unknown_key_fails_in_seconds_naming_it(device, libraries):
     with pytest.raises(ConnectionError) as error:
         runtime.upload_and_load(libraries["aarch64"], tracker, "nobody")
     assert tracker in str(error.value) and "'nobody'" in str(error.value)
+
+
+@pytest.fixture(scope="module")
+def int8_so(tmp_path_factory):
+    """``int8_so(target)``: ShiftResNet-20 at 16x16 compiled in int8 (random calibration) for ``target``, once."""
+    from tvm_ecnn.deploy import compile_model
+
+    folder, built = tmp_path_factory.mktemp("int8"), {}
+
+    def get(target: str) -> Path:
+        if target not in built:
+            built[target] = compile_model("shiftresnet20", (1, 3, 16, 16), target, dtype="int8",
+                                          output=folder / f"{target}.so", progress=False).output
+        return built[target]
+
+    return get
+
+
+@pytest.mark.parametrize("where", ["host", "device"])
+def test_run_cli_compares_an_int8_build_with_pytorch_fp32(where, int8_so, request):
+    """No --model: the .so records its zoo model and seed; the int8 output agrees with PyTorch's fp32 one."""
+    rpc = []
+    if where == "device":
+        host, port, key = request.getfixturevalue("device")
+        rpc = ["--rpc-tracker", f"{host}:{port}", "--rpc-key", key]
+    path = int8_so("host" if where == "host" else "aarch64-linux")
+    proc = subprocess.run([*RUN, str(path), *rpc, "--number", "1", "--repeat", "1"], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    found = re.search(r"int8 ~ PyTorch fp32: top-1 ([\d.]+)%, logits rel\. error max (\S+) mean (\S+) \(1 sample\)",
+                      proc.stdout)
+    assert found, proc.stdout
+    top1, worst, mean = map(float, found.groups())
+    assert top1 == 100.0 and 0 < mean <= worst < 0.1, proc.stdout  # int8 error, but not a wrong kernel's
+    assert "max abs error vs PyTorch" in proc.stdout

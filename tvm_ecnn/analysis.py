@@ -18,7 +18,10 @@ Conventions (kept simple on purpose, so numbers are comparable across models):
   ``torch.cat``) are not modules and are not seen.
 * Latency: per layer roofline; the total is the sum over layers (layers run one after another).
 * Sizes: parameters only (BN running statistics fold away), MB = 2**20 bytes, the convention of
-  the SqueezeNet paper's "4.8 MB".
+  the SqueezeNet paper's "4.8 MB". With ``dtype="int8"`` the int8 size is not ``params x 1 B`` but
+  what ``scripts/compile.py --dtype int8`` stores (``int8_plan``: the quantizer's own rewrite on the
+  imported model: int8 weights, int32 biases, fp32 requantize scales, and the weights of the ops it
+  leaves in float, which are listed).
 
 The MAC/parameter counting (``profile_layers``, ``count_macs``, ``count_params``) needs no TVM;
 only ``analyze`` imports ``targets`` for the roofline numbers.
@@ -77,6 +80,7 @@ class Totals:
     peak_gflops: float
     bandwidth_gbs: float
     unattributed_params: int = 0  # parameters outside any called leaf module
+    int8_float_ops: dict[str, int] | None = None  # dtype int8: ops the quantizer leaves in fp32 (op -> count)
 
 
 @dataclass
@@ -126,7 +130,11 @@ class Report:
         lines += [
             "",
             f"params      {t.params:,} ({_si(t.params)})",
-            f"model size  fp32 {t.size_fp32_mb:.2f} MB | fp16 {t.size_fp16_mb:.2f} MB | int8 {t.size_int8_mb:.2f} MB",
+            f"model size  fp32 {t.size_fp32_mb:.2f} MB | fp16 {t.size_fp16_mb:.2f} MB | int8 {t.size_int8_mb:.2f} MB"
+            + (" (as compiled: int8 weights, int32 biases, fp32 requantize scales)"
+               if t.int8_float_ops is not None else ""),
+            *([f"in float    {_ops(t.int8_float_ops)} (int8 build: dequantize -> fp32 op -> quantize)"]
+              if t.int8_float_ops is not None else []),
             f"MACs        {t.macs:,} ({_si(t.macs)})",
             f"moved       {_bytes(t.bytes)} ({self.dtype}, no fusion)",
             f"intensity   {t.arithmetic_intensity:.2f} FLOP/B (ridge point {t.ridge_point:.1f} FLOP/B)",
@@ -268,6 +276,25 @@ def apply_roofline(rows: Iterable[LayerStats], peak_gflops: float, bandwidth_gbs
         row.bound = "" if row.latency_s == 0 else ("compute" if row.compute_s >= row.memory_s else "memory")
 
 
+def int8_plan(model: nn.Module, input_shape: Sequence[int]) -> tuple[int, dict[str, int]]:
+    """``(weight bytes, ops left in float)`` of ``model``'s int8 build: ``tvm_ecnn.quantize``'s rewrite on the
+    ``from_torch`` import, as ``scripts/compile.py --dtype int8`` runs it, with placeholder activation ranges
+    instead of a calibration run (what is stored and what stays float do not depend on the scales)."""
+    from tvm import relax
+
+    from .frontend import from_torch
+    from .quantize import _weight_bytes
+    from .quantize.calibration import tensor_vars
+    from .quantize.rewrite import Int8Rewrite
+
+    mod = from_torch(model.eval(), (_random_input(input_shape),))
+    main = mod["main"]
+    rewrite = Int8Rewrite(main, {var: (-1.0, 1.0) for var in [main.params[0], *tensor_vars(main)]})
+    mod = mod.clone()
+    mod["main"] = rewrite.run()
+    return _weight_bytes(relax.transform.DeadCodeElimination()(mod)["main"]), dict(rewrite.float_ops)
+
+
 def analyze(model: nn.Module | str, input_shape: Sequence[int] | None = None, target: Any = "865",
             unit: str | None = None, dtype: str = "fp32", top: int = 15) -> Report:
     """Profile ``model`` (a module, or a registered name built with random weights) at
@@ -296,13 +323,14 @@ def analyze(model: nn.Module | str, input_shape: Sequence[int] | None = None, ta
     params = sum(r.params for r in rows) + unattributed
     macs = sum(r.macs for r in rows)
     moved = sum(r.bytes for r in rows)
+    int8_bytes, float_ops = int8_plan(model, input_shape) if dtype == "int8" else (params, None)
     total = Totals(
         params=params,
-        size_fp32_mb=params * 4 / MB, size_fp16_mb=params * 2 / MB, size_int8_mb=params / MB,
+        size_fp32_mb=params * 4 / MB, size_fp16_mb=params * 2 / MB, size_int8_mb=int8_bytes / MB,
         macs=macs, bytes=moved, latency_s=sum(r.latency_s for r in rows),
         arithmetic_intensity=2 * macs / moved if moved else 0.0,
         ridge_point=peak / bandwidth, peak_gflops=peak, bandwidth_gbs=bandwidth,
-        unattributed_params=unattributed,
+        unattributed_params=unattributed, int8_float_ops=float_ops,
     )
     target_label = target if isinstance(target, str) else str(getattr(target, "tag", "") or target)
     return Report(label, input_shape, target_label, unit, dtype, rows, total, top)
@@ -321,6 +349,11 @@ def _bytes(n: float) -> str:
         if n >= scale:
             return f"{n / scale:.2f}{suffix}"
     return f"{n:g} B"
+
+
+def _ops(counts: dict[str, int]) -> str:
+    """``{"relax.nn.relu": 18}`` as the compile summary's ``in float`` line writes it."""
+    return ", ".join(f"{op.removeprefix('relax.')} x{n}" for op, n in sorted(counts.items())) or "none"
 
 
 def _seconds(s: float) -> str:

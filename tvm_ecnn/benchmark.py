@@ -4,7 +4,9 @@ Two questions, answered on the host in one process with the same inputs:
 
 * op level: is the shift free once fused into the 1x1 convolution (``shift_conv_timings``)?
 * model level: how does tvm-ecnn compare with what a user would otherwise deploy, i.e. PyTorch
-  eager, ``torch.compile``, ONNX Runtime and stock TVM (``benchmark_models``)?
+  eager, ``torch.compile``, ONNX Runtime and stock TVM (``benchmark_models``)? And in int8
+  (``INT8_BACKENDS``): our int8 build against our fp32 one and ONNX Runtime's static int8, both
+  calibrated on the same inputs (``calibration_samples``).
 
 ONNX Runtime and stock TVM know no shift op, so they get the *deployable equivalent* of each
 model (``to_standard_ops``): every shift module swapped for the depthwise convolution that
@@ -260,14 +262,52 @@ def _onnx_bytes(model, x) -> bytes:
     return buffer.getvalue()
 
 
-def _onnxruntime(model, x):
+def _onnxruntime(model, x, onnx_bytes: bytes | None = None):
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = os.cpu_count()
-    session = onnxruntime.InferenceSession(_onnx_bytes(model, x), options, providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(onnx_bytes or _onnx_bytes(model, x), options,
+                                           providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: x.numpy()}
     return lambda: session.run(None, feed)
+
+
+CALIBRATION_SAMPLES = 8
+
+
+def calibration_samples(shape) -> np.ndarray:
+    """The int8 columns' calibration set: ``CALIBRATION_SAMPLES`` seeded N(0, 1) inputs of ``shape`` (batch
+    dropped), what ``scripts/compile.py --dtype int8`` uses without ``--calibration``; every int8 backend gets the
+    same ones, so the two quantizers differ only in how they quantize."""
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((CALIBRATION_SAMPLES, *tuple(shape)[1:])).astype("float32")
+
+
+def _onnxruntime_int8(model, x):
+    """ONNX Runtime's own static int8 (``quantize_static``: QDQ, per-channel symmetric int8 weights, int8
+    activations from min/max) of the deployable equivalent, after ORT's recommended pre-processing (shape
+    inference, graph optimisation: batch norm folded before quantization)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Samples(CalibrationDataReader):
+        def __init__(self, name):
+            self.feeds = iter([{name: sample[None]} for sample in calibration_samples(x.shape)])
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    with tempfile.TemporaryDirectory() as folder:
+        fp32, prepared, int8 = (os.path.join(folder, f"{n}.onnx") for n in ("fp32", "prepared", "int8"))
+        with open(fp32, "wb") as f:
+            f.write(_onnx_bytes(model, x))
+        quant_pre_process(fp32, prepared)
+        name = onnx.load(prepared).graph.input[0].name
+        quantize_static(prepared, int8, Samples(name), quant_format=QuantFormat.QDQ, per_channel=True)
+        with open(int8, "rb") as f:
+            return _onnxruntime(model, x, f.read())
 
 
 def _convert(tool: str, command: list[str]) -> None:
@@ -341,6 +381,15 @@ def _tvm_ecnn(model, x):
     return _vm_runner(build(from_torch(model, (x,)), "host"), x)
 
 
+def _tvm_ecnn_int8(model, x):
+    """``tvm_ecnn.quantize`` on ``calibration_samples``, built for the host: what ``scripts/compile.py --dtype
+    int8`` compiles."""
+    from .frontend import from_torch
+    from .quantize import quantize
+
+    return _vm_runner(build(quantize(from_torch(model, (x,)), calibration_samples(x.shape)).mod, "host"), x)
+
+
 BACKENDS: dict[str, Callable] = {
     "PyTorch eager": _eager,
     "torch.compile": _torch_compile,
@@ -351,9 +400,17 @@ BACKENDS: dict[str, Callable] = {
     "tvm-ecnn": _tvm_ecnn,
 }
 """Column name -> ``prepare(model, x)`` returning a zero-argument call that runs one inference."""
-EAGER, STOCK_TVM = "PyTorch eager", "stock TVM"
+INT8_BACKENDS: dict[str, Callable] = {
+    "tvm-ecnn int8": _tvm_ecnn_int8,
+    "ONNX Runtime int8": _onnxruntime_int8,
+}
+"""The int8 columns (``scripts/benchmark.py --int8``), same contract as ``BACKENDS``."""
+EAGER, STOCK_TVM, ECNN, ECNN_INT8, ORT_INT8 = "PyTorch eager", "stock TVM", "tvm-ecnn", *INT8_BACKENDS
 AGREEMENT = 1e-3
 """A backend whose ``relative_error`` against eager exceeds this is marked as a mismatch."""
+INT8_AGREEMENT = 0.1
+"""The same for the int8 columns: quantization error is expected, a wrong kernel (errors of order 1) is not. The
+compile summaries of the zoo's int8 builds stay under 0.07 (README, int8 section)."""
 
 
 @dataclass
@@ -397,7 +454,7 @@ def benchmark_backend(backend: str, model: nn.Module, x: torch.Tensor, reference
     """Prepare, check against ``reference`` (eager's output) and time one backend; never raises."""
     try:
         with torch.no_grad():
-            run = BACKENDS[backend](model, x)
+            run = {**BACKENDS, **INT8_BACKENDS}[backend](model, x)
             output = _numpy(run())
             ms = median_ms(run, warmup, repeat)
     except ImportError as error:
@@ -405,7 +462,7 @@ def benchmark_backend(backend: str, model: nn.Module, x: torch.Tensor, reference
     except Exception as error:  # noqa: BLE001  (a failing backend is a table cell, not a crash)
         return Result(failure=short_error(error))
     error = relative_error(output, reference)
-    return Result(ms=ms, error=error, mismatch=not error <= AGREEMENT)
+    return Result(ms=ms, error=error, mismatch=not error <= (INT8_AGREEMENT if backend in INT8_BACKENDS else AGREEMENT))
 
 
 def input_shape(name: str, resolution: int | None = None, override=None) -> tuple[int, ...]:
@@ -424,11 +481,13 @@ class ModelResult:
     results: dict[str, Result]
 
 
-def benchmark_models(names, shape_of: Callable[[str], tuple], warmup: int, repeat: int) -> dict[str, ModelResult]:
-    """Every backend on every model (seeded weights and input, eager's output as the reference),
-    with one tqdm line saying which model and backend is being compiled or timed."""
+def benchmark_models(names, shape_of: Callable[[str], tuple], warmup: int, repeat: int,
+                     backends=tuple(BACKENDS)) -> dict[str, ModelResult]:
+    """Each of ``backends`` (names of ``BACKENDS`` / ``INT8_BACKENDS``) on every model (seeded weights and
+    input, eager's output as the reference), with one tqdm line saying which model and backend is being
+    compiled or timed."""
     table = {}
-    with tqdm(total=len(names) * len(BACKENDS), unit="run", file=sys.stderr) as progress:
+    with tqdm(total=len(names) * len(backends), unit="run", file=sys.stderr) as progress:
         for name in names:
             torch.manual_seed(0)
             model = models.get(name).eval()
@@ -437,7 +496,7 @@ def benchmark_models(names, shape_of: Callable[[str], tuple], warmup: int, repea
             with torch.no_grad():
                 reference = model(x).numpy()
             results = {}
-            for backend in BACKENDS:
+            for backend in backends:
                 progress.set_description(f"{name} / {backend}")
                 results[backend] = benchmark_backend(backend, model, x, reference, warmup, repeat)
                 progress.update()
@@ -470,7 +529,7 @@ def _cell(result: Result, eager: Result, stock: Result) -> str:
 def models_table(table: dict[str, ModelResult]) -> str:
     """Models x backends: median ms (time over eager / over stock TVM), and a last row with each
     column's largest relative error against eager."""
-    backends = list(BACKENDS)
+    backends = list(next(iter(table.values())).results) if table else []
     rows = []
     for name, entry in table.items():
         eager, stock = entry.results.get(EAGER, Result()), entry.results.get(STOCK_TVM, Result())
@@ -482,6 +541,29 @@ def models_table(table: dict[str, ModelResult]) -> str:
         worst.append(f"{max(errors):.1e}" if errors else "–")
     rows.append(["max rel. error vs eager", ""] + worst)
     return markdown_table(["model", "input"] + backends, rows)
+
+
+def _over(entry: ModelResult, numerator: str, denominator: str) -> str:
+    top, bottom = entry.results.get(numerator, Result()), entry.results.get(denominator, Result())
+    return f"{top.ms / bottom.ms:.2f}×" if top.ms is not None and bottom.ms is not None else "–"
+
+
+def int8_table(table: dict[str, ModelResult]) -> str:
+    """Per model: our fp32 and int8 and ONNX Runtime's int8 (median ms, or why it failed), our int8 over our fp32
+    and over ONNX Runtime's int8 (< 1: ours int8 is faster), and each int8 column's relative error against eager."""
+    def ms(result: Result) -> str:
+        return f"✗ {result.failure}" if result.failure is not None else f"{result.ms:.2f} ms"
+
+    def error(result: Result) -> str:
+        return "–" if result.error is None else f"{result.error:.3f}" + (" ≠" if result.mismatch else "")
+
+    rows = []
+    for name, entry in table.items():
+        cells = [entry.results.get(b, Result(failure="not run")) for b in (ECNN, ECNN_INT8, ORT_INT8)]
+        rows.append([name, "×".join(map(str, entry.shape[2:])), *map(ms, cells), _over(entry, ECNN_INT8, ECNN),
+                     _over(entry, ECNN_INT8, ORT_INT8), error(cells[1]), error(cells[2])])
+    return markdown_table(["model", "input", "tvm-ecnn fp32", ECNN_INT8, ORT_INT8, "ours int8 / ours fp32",
+                           "ours int8 / ORT int8", "rel. error ours int8", "rel. error ORT int8"], rows)
 
 
 def shift_conv_table(times: dict[str, float]) -> str:
