@@ -84,7 +84,8 @@ def vnni_tile(out_channels: int, width: int) -> tuple[int, int] | None:
 
 def dot_tile(sch: Schedule, blocks: dict, intrin: str, lanes: int, tiles: tuple[int, int], stage_rows=False):
     """int8 x int8 -> int32 ``shift_conv2d``: the ``tiles`` (output channels, pixels) register tile,
-    4 input channels per step through ``intrin`` (``lanes`` output channels per call).
+    4 input channels per step through ``intrin`` (``lanes`` output channels per call). Returns the block that
+    stores the tile (the epilogue, or with an int32 output the accumulator's copy-out).
 
     The shifted input ``[pixels, C]`` is staged per pixel tile, or with ``stage_rows`` per output
     row, channel by channel (the shift's per-channel offset and bounds then stay out of the pixel
@@ -105,11 +106,13 @@ def dot_tile(sch: Schedule, blocks: dict, intrin: str, lanes: int, tiles: tuple[
         sch.compute_at(staged, wo)
     init = sch.decompose_reduction(acc, rco)
     sch.vectorize(sch.get_loops(init)[-1])
+    store = blocks.get("shift_conv2d_epilogue") or sch.get_consumers(acc)[0]  # tensorize replaces ``acc``
     sch.tensorize(ol, intrin)
     sch.unroll(wi)
     sch.unroll(ob)
     for block in (init, panel, staged):
         sch.set_scope(block, 0, "local")
+    return store
 
 
 def vnni_shift_conv2d(sch: Schedule, blocks: dict, target) -> bool:
@@ -122,10 +125,7 @@ def vnni_shift_conv2d(sch: Schedule, blocks: dict, target) -> bool:
     tiles = vnni_tile(out_ch, width)
     if tiles is None or channels % 4:
         return False
-    dot_tile(sch, blocks, DOT_16x4_S8S8, VNNI_LANES, tiles, stage_rows=True)
-    store = blocks.get("shift_conv2d_epilogue")
-    if store is None:  # int32 output: the accumulator tile's copy-out
-        (store,) = sch.get_consumers(blocks["shift_conv2d"])
+    store = dot_tile(sch, blocks, DOT_16x4_S8S8, VNNI_LANES, tiles, stage_rows=True)
     sch.vectorize(sch.get_loops(store)[-1])  # the pixels: contiguous in the NCHW output
     return True
 

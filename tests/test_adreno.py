@@ -21,6 +21,7 @@ from tvm_ecnn import models, pipeline
 from tvm_ecnn.compiler_pass.ecnn_texture_layout import EcnnTextureLayout
 from tvm_ecnn.deploy import float16_storage
 from tvm_ecnn.frontend import from_torch
+from tvm_ecnn.quantize import quantize, run_host
 
 pytest.importorskip("pyopencl", reason="pyopencl is missing: pip install the project's opencl extra")
 from tvm_ecnn.device import pocl
@@ -366,3 +367,28 @@ def test_int8_kernels_on_pocl_are_bit_exact(plugin_lowering, name):
     assert all(c.max_abs_err == 0 for c in run.checks), run.checks
     assert run.outputs.dtype == ref.dtype
     np.testing.assert_array_equal(run.outputs, ref)
+
+
+# Zoo models in int8 on both Adreno paths (docs/int8-quantization.md): int8 tensors stay in buffers on
+# adreno-texture too, and every kernel on PoCL equals the host LLVM build of the same module, bit for bit.
+INT8_ZOO = ("shiftresnet20", "squeezenet1_1")
+
+
+@pytest.fixture(scope="module", params=INT8_ZOO)
+def int8_zoo(request):
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 32, 32)
+    mod = quantize(from_torch(models.get(request.param).eval(), (x,)), x.numpy()).mod
+    return mod, x.numpy(), run_host(mod, x.numpy())
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_int8_zoo_model_on_pocl_equals_the_host_build(plugin_lowering, int8_zoo, target):
+    mod, x, host = int8_zoo
+    run = run_on_pocl(mod, target, {"x": x})
+    assert_every_kernel_ran_and_matches(run)
+    exact = [c for c in run.checks if c.max_abs_err != 0]
+    assert not exact, exact
+    np.testing.assert_array_equal(run.outputs, host)
+    int8_params = [p for k in run.lowering.kernels for p in k.params if p.dtype == "int8"]
+    assert int8_params and not any(p.is_texture for p in int8_params)

@@ -63,7 +63,7 @@ class CompileResult:
         if self.texture_fallback:
             kept = ", ".join(f"{op} x{n}" for op, n in sorted(self.texture_fallback.items()))
             lines.append(f"fallback    {kept} (buffer, not texture: TVM's NCHW4c layout inference fails on them, "
-                         "or, where marked, the kernel would store partial texels)")
+                         "or, where marked, the kernel would store partial texels or the op has int8 tensors)")
         if self.roofline_ms is not None:
             lines.append(f"roofline    {self.roofline_ms:.3f} ms (analyzer estimate for {self.target}, {self.dtype})")
         lines.extend(self.int8_lines)
@@ -127,10 +127,6 @@ def compile_model(model="shiftresnet20", input_shape=None, target="adreno", *, d
     Raises ``ValueError`` for bad input (model, shape, output path: checked before the compile starts) and
     ``CompileError`` (stage, layer) when the compiler fails."""
     tvm_target = _targets.get_target(target)
-    if dtype == "int8" and _targets.is_texture(tvm_target):
-        raise ValueError(f"--dtype int8 does not compile for the texture target {target!r} yet: TVM 0.27's OpenCL "
-                         "codegen has no 8-bit images (int8 NCHW4c texels are 32 bits, it takes 64/128); use the "
-                         "buffer target (e.g. 'adreno') for int8, or fp16 on textures")
     torch_model, shape, name = load_model(model, input_shape, seed)
     out = Path(output or f"{name}-{str(target).replace('/', '-')}.so").resolve()
     check_output(out, _model_files(model, tuning_db))

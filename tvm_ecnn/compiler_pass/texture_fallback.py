@@ -13,7 +13,11 @@ is wrong and the compile fails inside ``ConvertLayout``:
 
 ``KeepOffTextures`` runs right before ``ConvertLayout`` and legalizes each such call to its ``call_tir`` (TVM's own
 ``FLegalize``), which ``ConvertLayout`` treats as opaque: its operands are unpacked to ``NCHW`` and the kernel
-reads and writes global buffers. The rest of the model stays packed in textures. The module records what was kept
+reads and writes global buffers. The rest of the model stays packed in textures.
+
+Every op with an 8-bit integer tensor is kept off too (marked ``(int8)``): TVM 0.27's OpenCL codegen only has
+64/128-bit texels (``half4``/``float4``), so int8 tensors live in ``char`` buffers on the texture target, as on
+``adreno`` (why: docs/int8-quantization.md, Targets). The module records what was kept
 off under ``FALLBACK_ATTR`` (op name -> count) for the compile summary.
 """
 from __future__ import annotations
@@ -26,11 +30,13 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 FALLBACK_ATTR = "ecnn_texture_fallback"
+INT8 = "int8"  # the mark of an op kept on buffers for its 8-bit integer tensors
 _CHANNEL = (1, -3)  # the channel axis of a 4-D NCHW tensor
 _NORMS = {"relax.nn.group_norm", "relax.nn.instance_norm"}
 _BINARY = {f"relax.{n}" for n in ("add", "subtract", "multiply", "divide", "floor_divide", "power", "maximum",
                                   "minimum", "equal", "not_equal", "greater", "greater_equal", "less", "less_equal",
                                   "where")}
+_BYTES = ("int8", "uint8")
 _REDUCTIONS = {f"relax.{n}" for n in ("sum", "mean", "max", "min", "prod", "variance", "std", "argmax", "argmin")}
 
 
@@ -47,6 +53,12 @@ def _channels(arg) -> int | None:
         return None
     channels = ty.shape.values[1]
     return int(channels) if isinstance(channels, tvm.tirx.IntImm) else None
+
+
+def _int8(call: relax.Call) -> bool:
+    """``call`` reads or writes an 8-bit integer tensor."""
+    tensors = [a.ty for a in call.args if isinstance(a.ty, relax.TensorType)] + [call.ty]
+    return any(isinstance(t, relax.TensorType) and t.dtype in _BYTES for t in tensors)
 
 
 def _keeps_off_textures(call: relax.Call) -> bool:
@@ -77,9 +89,15 @@ class _KeepOff(PyExprMutator):
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        if not _keeps_off_textures(call):
+        if not isinstance(call.op, tvm.ir.Op) or call.op.get_attr("FLegalize") is None:
             return call
-        self.kept[call.op.name.rsplit(".", 1)[-1]] += 1
+        name = call.op.name.rsplit(".", 1)[-1]
+        if _int8(call):
+            self.kept[f"{name} ({INT8})"] += 1
+        elif _keeps_off_textures(call):
+            self.kept[name] += 1
+        else:
+            return call
         return call.op.get_attr("FLegalize")(self.builder_, call)
 
 
