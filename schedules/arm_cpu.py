@@ -3,9 +3,14 @@
 ``shift_conv2d`` is a register-blocked outer product (the host's loop nest, ``cpu.tile_shift_conv2d``,
 with tiles for NEON's 32 x 128-bit registers): per input channel, 16 output channels (4 vectors
 of 4 lanes) x 4 output pixels = 16 accumulators that stay in registers for the whole reduction,
-4 weight vectors from the per-row weight panel, 4 input values (7 pixels x 8 channels on 7-wide
-maps: ``micro_tile``). Hot loop, fp32: 16 ``fmla v.4s, v.4s, v.s[i]`` + 2 ``ldp q`` + the inputs
-(28 instructions; 71 without the staging below, 56 spilled accumulators with the host's tiles).
+4 weight vectors of the weight packed ``[O/16, C, 1, 1, 16]`` at compile time (a constant:
+``pack_weights_at_compile_time``), 4 input values (7 pixels x 8 channels on 7-wide maps:
+``micro_tile``). Hot loop, fp32: 16 ``fmla v.4s, v.4s, v.s[i]`` + 2 ``ldp q`` + the inputs
+(26 instructions; 71 without the staging below, 56 spilled accumulators with the host's tiles).
+16 accumulators are enough: 2 FMA pipes x 4 cycles of ``fmla`` latency need 8 in flight, and the
+5 loads per 16 ``fmla`` (8 cycles) keep the 2 load pipes busy 2.5 cycles, so a 24-accumulator tile
+(16 x 6, fewer loads per ``fmla``) would only trade registers for the same FMA-bound loop.
+Plain convs take the same budget (``cpu_common.accumulator_budget``; int8 on ``sdot``: ``arm_conv2d.py``).
 
 The shift lives in one place, the compute's staging block ``shift_conv2d_input``: per pixel tile it
 holds the shifted, strided, zero-padded NCHW input ``xs[c, pixel]`` in a small local buffer, so the
@@ -18,8 +23,8 @@ int8 (int32 accumulation, bias/relu/requantize epilogue): the same tile, 4 input
 with ``sdot`` via ``tensorize(.., "dot_4x4_i8i8s32_sdot")`` (hot loop: 16 ``sdot``, 4 weight ``ldr q``,
 4 ``ld1r`` input broadcasts), or ``dot_4x4_i8i8s32_neon`` (``smull``/``saddlp``/``addp``) when
 the target has no dotprod. The intrinsic wants 4 contiguous int8 channels of a pixel (the stage,
-laid out ``[pixels, C]``) and a contiguous 4x4 (o, c) weight block (the panel, packed to
-``[O/4, C/4, 4, 4]`` with ``transform_layout``). Channels or output channels not divisible by 4
+laid out ``[pixels, C]``) and a contiguous 4x4 (o, c) weight block (the panel ``[O/4, C/4, 4, 4]``,
+copied per row from the weight packed in that order at compile time). Channels or output channels not divisible by 4
 cannot feed it: those use the fp-style outer product (``smull``/``saddw`` into int32 vectors).
 
 Standalone shifts are copies whose rows ``split_borders`` splits so that LLVM vectorizes the interior
@@ -33,7 +38,7 @@ import sys
 
 from tvm.s_tir import Schedule, TensorIntrin
 
-from . import cpu, cpu_int8
+from . import cpu, cpu_common, cpu_int8
 from ._blocks import divisor, extents
 from .split_borders import split_borders
 
@@ -102,20 +107,39 @@ def schedule_shift_conv2d_fma(sch: Schedule, blocks: dict, target, staged, tiles
     """Outer product over the staged input: per channel, ``tiles[0]`` output channels (vectors of
     4) x ``tiles[1]`` pixels read as one contiguous run of the ``[C, pixels]`` stage."""
     if cpu.is_bilinear(sch, blocks):  # per-channel taps and weights: amortize them over a whole row
-        rows, wo, rc, wi, oi = cpu.tile_shift_conv2d(sch, blocks, (tiles[0],), (tiles[1],))
+        rows, wo, rc, wi, oi = cpu.tile_shift_conv2d(sch, blocks, (tiles[0],), (tiles[1],), panel_per_row=False)
         cpu.stage_per_row(sch, staged, rows)
     else:
         sch.transform_layout(staged, ("write", 0), lambda n, h, w, c: (n, h, c, w))
-        _, wo, rc, wi, oi = cpu.tile_shift_conv2d(sch, blocks, (tiles[0],), (tiles[1],))
+        _, wo, rc, wi, oi = cpu.tile_shift_conv2d(sch, blocks, (tiles[0],), (tiles[1],), panel_per_row=False)
         sch.compute_at(staged, wo)
         sch.set_scope(staged, 0, "local")
+    tile = tiles[0]  # one contiguous row of the tile's output channels per rc
+    pack_weights_at_compile_time(sch, blocks, lambda o, c, kh, kw: (o // tile, c, kh, kw, o % tile))
     sch.unroll(wi)
     sch.vectorize(oi)
     sch.decompose_reduction(blocks["shift_conv2d"], rc)
 
 
+def pack_weights_at_compile_time(sch: Schedule, blocks: dict, layout, inline=True) -> None:
+    """The ``[O, C, 1, 1]`` weight packed to ``layout`` by a root block marked for ``FoldPackedWeights``,
+    as the plain convs' (``cpu_conv2d``): a constant at compile time. ``inline``: the ``[C, O]`` panel
+    reads it directly (no weight copy left in the kernel); else the panel stays, a contiguous copy
+    when ``layout`` is its own. (The marked block is a whole-buffer relayout of the weight, which
+    MetaSchedule's builder accepts; the panel's ``weight[o, c, 0, 0]`` is not.)"""
+    panel = blocks["shift_conv2d_weight"]
+    packed = sch.cache_read(panel, 0, "global")
+    sch.transform_layout(packed, ("write", 0), layout)
+    cpu_common.mark_weight_prepack(sch, packed)
+    if inline:
+        sch.compute_inline(panel)
+
+
 def schedule_shift_conv2d_dot(sch: Schedule, blocks: dict, target, tiles) -> None:
-    """int8 x int8 -> int32: the same tile, 4 input channels per step via a 4x4 dot product."""
+    """int8 x int8 -> int32: the same tile, 4 input channels per step via a 4x4 dot product; the
+    weights packed in the panel's ``[O / 4, C / 4, 4, 4]`` order at compile time (per row a plain copy)."""
+    pack_weights_at_compile_time(sch, blocks, lambda o, c, kh, kw: (o // 4, c // 4, kh, kw, o % 4, c % 4),
+                                 inline=False)
     cpu_int8.dot_tile(sch, blocks, dot_intrinsic(target), 4, tiles)
 
 

@@ -19,7 +19,7 @@ import math
 import tvm
 from tvm.s_tir import Schedule
 
-from . import cpu_int8
+from . import arm_conv2d, cpu_int8
 from .cpu_common import accumulator_budget, inline_all, mark_weight_prepack, read_index, root_blocks, vector_lanes
 from .cpu_conv2d_block import Conv2d, epilogue_block, pad_block, parallel_conv
 from .cpu_depthwise import per_channel
@@ -75,8 +75,9 @@ def schedule_conv2d(sch: Schedule, conv: Conv2d, target) -> None:
     vector = pixel_vector_width(width, lanes) if conv.unit_stride else 1
     pixels = outer_product_pixels(width, budget)
     tile = channel_tile(conv.out_per_group, lanes, pixels, budget)
-    if cpu_int8.vnni_conv2d(sch, conv, epilogue, pad, target):
-        pass  # int8 on AVX-512 VNNI: stages its own input and weights
+    if cpu_int8.vnni_conv2d(sch, conv, epilogue, pad, target) or arm_conv2d.int8_conv2d(sch, conv, epilogue, pad,
+                                                                                          target):
+        pass  # int8 on AVX-512 VNNI / Arm sdot: stages its own input and weights
     elif conv.out_per_group >= 4 and pixel_vectors_win(vector, tile, lanes):
         stage_padding(sch, pad)
         channels = pixel_vector_channels(conv.out_per_group, budget)

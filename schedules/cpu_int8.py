@@ -130,20 +130,32 @@ def vnni_shift_conv2d(sch: Schedule, blocks: dict, target) -> bool:
     return True
 
 
-def vnni_conv2d(sch: Schedule, conv, epilogue, pad, target) -> bool:
-    """int8 conv2d (TOPI's, int32 accumulation, groups 1) on ``vpdpbusd``: the ``vnni_tile``
-    register tile over ``(ry, rx, C / 4)``; the (padded) input staged NHWC once per call so the
-    4 channels of a pixel are contiguous, the weights packed ``[O / 16, C / 4, kh, kw, 16, 4]`` at
-    compile time. False (nothing changed) when the kernel does not fit (``vnni_shift_conv2d``)."""
+def dot_conv2d_shape(sch: Schedule, conv) -> tuple[int, int] | None:
+    """``(output channels, output width)`` of an int8 conv2d (int32 accumulation, groups 1) whose
+    input channels feed 4-wide dot products; None when it is not one."""
     block = conv.block
-    if str(sch.get(block).body.buffer.dtype) != "int32" or not has_vnni(target) \
-            or conv.out_per_group != conv.out_channels:
+    if str(sch.get(block).body.buffer.dtype) != "int32" or conv.out_per_group != conv.out_channels:
+        return None
+    _, out_ch, _, width, channels, _, _ = extents(sch, sch.get_loops(block))
+    return None if channels % 4 else (out_ch, width)
+
+
+def vnni_conv2d(sch: Schedule, conv, epilogue, pad, target) -> bool:
+    """int8 conv2d on ``vpdpbusd`` (``dot_conv2d``); False (nothing changed) when the kernel does
+    not fit (``vnni_shift_conv2d``)."""
+    shape = dot_conv2d_shape(sch, conv) if has_vnni(target) else None
+    tiles = None if shape is None else vnni_tile(*shape)
+    if tiles is None:
         return False
-    n, f, y, x, rc, ry, rx = sch.get_loops(block)
-    _, out_ch, _, width, channels, _, _ = extents(sch, [n, f, y, x, rc, ry, rx])
-    tiles = vnni_tile(out_ch, width)
-    if tiles is None or channels % 4:
-        return False
+    dot_conv2d(sch, conv, epilogue, pad, DOT_16x4_S8S8, VNNI_LANES, tiles)
+    return True
+
+
+def stage_dot_operands(sch: Schedule, conv, epilogue, pad, weight_layout):
+    """A dot-product conv2d's operands: the (padded) input staged NHWC once per call (a pixel's
+    channels contiguous), the weights packed to ``weight_layout`` at compile time; returns the block
+    that stores the accumulators (the epilogue, or a copy-out)."""
+    block = conv.block
     if epilogue is None:
         store = sch.cache_write(block, 0, "global")
     else:
@@ -153,22 +165,32 @@ def vnni_conv2d(sch: Schedule, conv, epilogue, pad, target) -> bool:
     sch.transform_layout(data, ("write", 0), lambda n_, c_, h_, w_: (n_, h_, w_, c_))
     cpu_loop_nest.schedule_block(sch, data, 0)
     packed = sch.cache_read(block, cpu_common.read_index(sch, block, conv.weight), "global")
-    sch.transform_layout(packed, ("write", 0), lambda f_, c_, r_, s_: (f_ // VNNI_LANES, c_ // 4, r_, s_,
-                                                                        f_ % VNNI_LANES, c_ % 4))
+    sch.transform_layout(packed, ("write", 0), weight_layout)
     cpu_common.mark_weight_prepack(sch, packed)
+    return store
+
+
+def dot_conv2d(sch: Schedule, conv, epilogue, pad, intrin: str, lanes: int, tiles: tuple[int, int]) -> None:
+    """int8 conv2d (TOPI's, int32 accumulation, groups 1) through a ``lanes x 4`` dot-product
+    ``intrin``: the ``tiles`` (output channels, pixels) register tile over ``(ry, rx, C / 4)``; the
+    (padded) input staged NHWC once per call so the 4 channels of a pixel are contiguous, the
+    weights packed ``[O / lanes, C / 4, kh, kw, lanes, 4]`` at compile time."""
+    block = conv.block
+    n, f, y, x, rc, ry, rx = sch.get_loops(block)
+    store = stage_dot_operands(sch, conv, epilogue, pad,
+                               lambda f_, c_, r_, s_: (f_ // lanes, c_ // 4, r_, s_, f_ % lanes, c_ % 4))
     fo, fi = sch.split(f, [None, tiles[0]])
     xo, xi = sch.split(x, [None, tiles[1]])
     rco, rc4 = sch.split(rc, [None, 4])
-    fb, fl = sch.split(fi, [None, VNNI_LANES])
+    fb, fl = sch.split(fi, [None, lanes])
     sch.reorder(n, fo, y, xo, ry, rx, rco, xi, fb, fl, rc4)
     sch.reverse_compute_at(store, xo)
     sch.transform_layout(block, ("write", 0), lambda n_, f_, y_, x_: (n_, y_, x_, f_))
     cpu_conv2d_block.parallel_conv(sch, conv, sch.fuse(n, fo, y))
     init = sch.decompose_reduction(block, ry)
     sch.vectorize(sch.get_loops(init)[-1])
-    sch.tensorize(fl, DOT_16x4_S8S8)
+    sch.tensorize(fl, intrin)
     sch.unroll(xi)
     sch.unroll(fb)
     sch.set_scope(init, 0, "local")
     sch.vectorize(sch.get_loops(store)[-1])
-    return True

@@ -84,6 +84,37 @@ def test_android_triple_so_loads_on_glibc_device(device, model_and_reference, tm
     np.testing.assert_allclose(run_remote(device, so, x), expected, atol=1e-5, rtol=1e-5)
 
 
+def test_zoo_mobilenet_v2_fp32_and_int8_on_device(device, tmp_path):
+    """A real network through the plugin's pipeline on the Snapdragon CPU target, fp32 and int8 in one module (one
+    cross-build, one upload): every conv kernel family at once (1x1 and the stem in fp32 FMLA and int8 ``sdot`` or
+    its fallback, depthwise NEON, residual adds, pool, dense). fp32 against PyTorch; int8 against the host build
+    of the same quantized module (itself bit-exact against numpy in test_int8_ops.py): equal to the bit."""
+    import torch
+
+    from tvm_ecnn import models, pipeline
+    from tvm_ecnn.frontend import from_torch
+    from tvm_ecnn.quantize import quantize
+
+    torch.manual_seed(0)
+    model = models.get("mobilenet_v2", num_classes=10).eval()
+    x = torch.randn(1, 3, 32, 32)
+    fp32 = from_torch(model, (x,))
+    int8 = quantize(fp32, x.numpy()).mod
+    both = tvm.IRModule({"fp32": fp32["main"].with_attr("global_symbol", "fp32"),  # the int8 rewrite shares vars
+                         "int8": relax.utils.copy_with_new_vars(int8["main"]).with_attr("global_symbol", "int8")})
+    so = tmp_path / "mobilenet_v2_fp32_int8.so"
+    pipeline.build(both, "aarch64-linux").export_library(str(so), fcompile=cross_compiler_for(LINUX))
+    host, port, key = device
+    remote = rpc.connect_tracker(host, port).request(key, session_timeout=300)
+    remote.upload(str(so))
+    vm = relax.VirtualMachine(remote.load_module(so.name), remote.cpu())
+    on_device = {name: vm[name](tvm.runtime.tensor(x.numpy(), remote.cpu())).numpy() for name in ("fp32", "int8")}
+    with torch.no_grad():
+        np.testing.assert_allclose(on_device["fp32"], model(x).numpy(), rtol=1e-4, atol=1e-4)
+    host_int8 = relax.VirtualMachine(pipeline.build(int8, "host"), tvm.cpu())["main"](tvm.runtime.tensor(x.numpy()))
+    np.testing.assert_array_equal(on_device["int8"], host_int8.numpy())
+
+
 def test_tracker_lists_device(device):
     host, port, key = device
     summary = emulated.tracker_summary(host, port)
