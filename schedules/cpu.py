@@ -4,8 +4,9 @@
 (``cpu_conv2d.py``) picks for its output shape, *pixel vectors* or *channel vectors* (7x7, 14x14,
 28x28 maps: odd pixel vectors lose to full channel vectors), on the shifted input staged as
 NCHW planes: the shift's arithmetic and bounds tests leave the FMA loop, and the weight panel is
-packed once per call. The grouped shift under full pixel vectors (16x16, 32x32 maps) is read in
-place instead: a copy of the input costs more than the shift's address arithmetic there. int8 on AVX-512 VNNI: ``vpdpbusd``
+packed once per call. The grouped shift under full pixel vectors (8x8, 16x16, 32x32 maps) is read
+in place instead: a copy of the input costs more than the shift's address arithmetic there, which
+leaves the FMA loop once the reduction runs one shift cell at a time. int8 on AVX-512 VNNI: ``vpdpbusd``
 (``cpu_int8.py``). Otherwise (int8, NCHW4c, narrower rows) an outer-product
 micro-kernel: a vector of output channels accumulates ``x * w`` for a few output pixels, so the
 (shifted, bounds-checked) input is one *scalar* load per pixel and channel whatever the shift; the
@@ -126,11 +127,12 @@ def rows_per_vector(height: int, width: int, lanes: int) -> int:
 def staged_shift_conv2d(sch: Schedule, blocks: dict, target) -> bool:
     """fp32 NCHW: the micro-kernel the host's plain 1x1 conv of the output's shape picks
     (``cpu_conv2d.py``: channel vectors where full ones beat odd pixel vectors, 7x7/14x14/28x28
-    maps), over the shifted input staged as NCHW planes. Wide rows keep pixel vectors: staged once
-    per call their planes leave L2 (56x56 maps: 1.3-2.3x slower), the pixel-vector kernel stages
-    them per row. Full pixel vectors on narrower rows (16x16, 32x32) read the grouped shift in
-    place (``reads_shift_directly``; at 56x56's 14-pixel vectors in place is 7x slower).
-    False (nothing changed) when the map gives neither or the kernel is not fp32 NCHW."""
+    maps, and at stride 2, where pixel vectors would gather), over the shifted input staged as NCHW
+    planes (stride 2, 384->64 16x16: 0.042 -> 0.038 ms, ``shift="none"`` 0.076 -> 0.028). Wide rows
+    keep pixel vectors: staged once per call their planes leave L2 (56x56 maps: 1.3-2.3x slower),
+    the pixel-vector kernel stages them per row. Full pixel vectors on narrower rows (8x8 in pairs
+    of rows, 16x16, 32x32) read the grouped shift in place (``reads_shift_directly``; at 56x56's
+    14-pixel vectors in place is 7x slower). False (nothing changed) when the map gives neither or the kernel is not fp32 NCHW."""
     acc, epilogue = blocks["shift_conv2d"], blocks.get("shift_conv2d_epilogue")
     out = sch.get(epilogue if epilogue is not None else acc).writes[0].source
     if str(out.dtype) != "float32" or len(out.shape) != 4 or str(sch.get(acc).writes[0].source.dtype) != "float32":
@@ -141,12 +143,13 @@ def staged_shift_conv2d(sch: Schedule, blocks: dict, target) -> bool:
     vector = rows * width or pixel_vector_width(width, lanes)
     pixels = outer_product_pixels(width, budget)
     tile = channel_tile(out_ch, lanes, pixels, budget)
-    if width < STAGE_ROWS_FROM and tile % lanes == 0 and not pixel_vectors_win(vector, tile, lanes):
+    strided = not reads_unit_stride(sch, blocks["shift_conv2d_input"])
+    if width < STAGE_ROWS_FROM and tile % lanes == 0 and (strided or not pixel_vectors_win(vector, tile, lanes)):
         channel_vector_shift_conv2d(sch, blocks, tile, pixels)
         return True
     if vector == 1:
         return False
-    direct = not rows and vector == lanes and width < STAGE_ROWS_FROM
+    direct = vector == lanes and width < STAGE_ROWS_FROM
     pixel_vector_shift_conv2d(sch, blocks, rows, vector, budget // math.ceil(vector / lanes), direct)
     return True
 
@@ -164,6 +167,14 @@ def reads_shift_directly(sch: Schedule, stage) -> bool:
         return False
     v_h, v_w = block.iter_vars[1].var, block.iter_vars[2].var
     return all(_unit_stride(index, var) for index, var in zip(load.indices[2:], (v_h, v_w)))
+
+
+def reads_unit_stride(sch: Schedule, stage) -> bool:
+    """The stage reads the input's pixels contiguously along a row (the 1x1 conv's stride is 1)."""
+    block = sch.get(stage)
+    loads = []
+    tvm_ffi.structural_walk(block.body.value, (tvm.ir.TensorLoad, lambda e: loads.append(e)))
+    return all(_unit_stride(load.indices[-1], block.iter_vars[2].var) for load in loads if len(load.indices) == 4)
 
 
 def _guarded_loads(expr) -> list:
@@ -189,51 +200,75 @@ def _offset_bound(analyzer, offset) -> tuple[int, int]:
     return bound.min_value, bound.max_value
 
 
-def unguard_shifted_loads(sch: Schedule, update) -> bool:
+def unguard_shifted_loads(sch: Schedule, update) -> int:
     """Make the in-place shifted load of the accumulation ``update`` block vectorizable.
 
     ``if_then_else(inside, x[n, c, h + dy, w + dx], 0)`` is tested per lane, which TVM's
     ``vectorize`` scalarizes; ``Select(inside, ...)`` loads the whole vector and zeroes the lanes
     outside the image. Those lanes read a neighbouring row or plane of ``x`` (the shift reaches at
     most ``reach`` pixels), in bounds for every channel but the first and last ``edge`` ones, which
-    keep the tested load. False (nothing changed) when the offsets are not bounded constants.
+    keep the tested load. The offsets are written as those of the first channel of their shift
+    cell, so that they are invariant in a loop over the cell's channels. Returns the channels per
+    cell (``_shift_cell_run``); 0 (nothing changed) when the offsets are not bounded constants.
     """
     block = sch.get(update)
     store = block.body
     guards = _guarded_loads(store.value) if isinstance(store, tirx.BufferStore) else []
     if len(guards) != 1 or len(block.iter_vars) != 5:
-        return False
+        return 0
     guard, (v_h, v_w, v_c) = guards[0], (iv.var for iv in block.iter_vars[2:])
     load = guard.args[1]
     if not isinstance(load, tvm.ir.TensorLoad) or len(load.indices) != 4 or not load.indices[1].same_as(v_c):
-        return False
+        return 0
     analyzer = tvm.sym.Analyzer()
     for iv in block.iter_vars:
         analyzer.bind(iv.var, iv.dom)
     reach = 0
     for index, var in zip(load.indices[2:], (v_h, v_w)):
         if not _unit_stride(index, var):
-            return False
+            return 0
         low, high = _offset_bound(analyzer, tvm.sym.detect_linear_equation(index, [var])[1])
         reach = max(reach, -low, high)
     channels, height, width = (int(d) for d in load.source.shape[1:])
     edge = -(-reach * (width + 1) // (height * width))
     if 2 * edge >= channels:
-        return False
+        return 0
+    run = _shift_cell_run(analyzer, load.indices[2:], v_c, channels)
+    first = tirx.floordiv(v_c, run) * run
+
+    def of_cell(expr):  # the offsets of the run's first channel: the same, written invariant in the run
+        return expr if run == 1 else tvm_ffi.structural_map(
+            expr, (tirx.Var, lambda v: first if v.same_as(v_c) else v))
+
     n, c, y, x = load.indices
+    y, x = of_cell(y), of_cell(x)
+    shifted = tirx.BufferLoad(load.source, [n, c, y, x])
     clamped = tirx.BufferLoad(load.source, [n, c, tirx.max(tirx.min(y, height - 1), 0),
                                           tirx.max(tirx.min(x, width - 1), 0)])
 
     def unguarded(read):
         return tirx.BufferStore(store.buffer, tvm_ffi.structural_map(store.value, (
-            tvm.ir.Call, lambda g: tirx.Select(g.args[0], read, g.args[2]) if _guarded_loads(g) == [g] else g)),
+            tvm.ir.Call,
+            lambda g: tirx.Select(of_cell(g.args[0]), read, g.args[2]) if _guarded_loads(g) == [g] else g)),
             store.indices)
 
-    body = tirx.IfThenElse(tirx.all(v_c >= edge, v_c < channels - edge), unguarded(load), unguarded(clamped))
+    body = tirx.IfThenElse(tirx.all(v_c >= edge, v_c < channels - edge), unguarded(shifted), unguarded(clamped))
     new = SBlock(block.iter_vars, block.reads, block.writes, block.name_hint, body, block.init,
                  block.alloc_buffers, block.match_buffers, block.annotations)
     sch.state.replace(sch.get_sref(update), new, {block: new})
-    return True
+    return run
+
+
+def _shift_cell_run(analyzer, indices, v_c, channels: int) -> int:
+    """Channels per shift cell: the largest ``run`` such that every channel has the offsets of
+    channel ``c // run * run`` (raster-order grouped shift: ``C // k^2``; interleaved: 1)."""
+    def at(index, c):
+        return str(analyzer.simplify(tvm_ffi.structural_map(
+            index, (tirx.Var, lambda v: tirx.IntImm(v_c.ty, c) if v.same_as(v_c) else v))))
+
+    offsets = [tuple(at(index, c) for index in indices) for c in range(channels)]
+    run = next((k for k in range(1, channels) if offsets[k] != offsets[0]), channels)
+    return run if all(offsets[c] == offsets[c // run * run] for c in range(channels)) else 1
 
 
 def channel_vector_shift_conv2d(sch: Schedule, blocks: dict, tile: int, pixels: int) -> None:
@@ -271,9 +306,10 @@ def pixel_vector_shift_conv2d(sch: Schedule, blocks: dict, rows: int, vector: in
                               direct: bool = False) -> None:
     """Pixel vectors, as the host's plain 1x1 convs (``cpu_conv2d.py``): the shifted input staged
     as NCHW planes (``_stage_planes``), or with ``direct`` read in place where
-    ``reads_shift_directly``; per ``rc`` one contiguous vector of output pixels (``rows``
-    whole rows on small maps) times ``channels`` scalar weights, broadcast from the ``[O / channels,
-    C, channels]`` panel packed once per call. The accumulators and the epilogue are NCHW vectors."""
+    ``reads_shift_directly`` (the reduction then runs per shift cell, ``unguard_shifted_loads``);
+    per ``rc`` one contiguous vector of output pixels (``rows`` whole rows on small maps) times
+    ``channels`` scalar weights, broadcast from the ``[O / channels, C, channels]`` panel packed
+    once per call. The accumulators and the epilogue are NCHW vectors."""
     acc, panel, stage = blocks["shift_conv2d"], blocks["shift_conv2d_weight"], blocks["shift_conv2d_input"]
     epilogue = blocks.get("shift_conv2d_epilogue")
     _, out_ch, _, width, _ = extents(sch, sch.get_loops(acc))
@@ -309,8 +345,12 @@ def pixel_vector_shift_conv2d(sch: Schedule, blocks: dict, rows: int, vector: in
     sch.vectorize(pi)
     sch.vectorize(sch.get_loops(store)[-1])
     sch.decompose_reduction(acc, rc)
-    if direct:
-        unguard_shifted_loads(sch, acc)
+    run = unguard_shifted_loads(sch, acc) if direct else 0
+    if run > 1:  # one shift cell per inner loop: LLVM hoists its offsets and lane mask out of it
+        channels_in = extents(sch, [rc])[0]
+        if channels_in % run:
+            rc = sch.loop_partition(rc, [channels_in - channels_in % run, None])[0]
+        sch.split(rc, [None, run])
 
 
 def schedule_shift_conv2d(sch: Schedule, blocks: dict, target, out_tiles=(64, 32, 16, 8, 4), pixel_tiles=(4, 7, 2)) -> None:

@@ -32,14 +32,15 @@ def main(argv=None) -> int:
                         choices=benchmark.SHIFT_NETWORKS, metavar="NAME",
                         help=f"shift networks (default: all of {', '.join(benchmark.SHIFT_NETWORKS)})")
     parser.add_argument("--resolution", type=int, default=None, help="input size of ImageNet models (default 224)")
-    parser.add_argument("--number", type=int, default=20, help="runs per timed repeat")
-    parser.add_argument("--repeat", type=int, default=7, help="timed repeats (median)")
+    parser.add_argument("--number", type=int, default=20, help="runs per timed round")
+    parser.add_argument("--repeat", type=int, default=15,
+                        help="timed rounds, the variants interleaved per round (minimum taken)")
     parser.add_argument("--markdown", metavar="PATH", help="also write the table here")
     args = parser.parse_args(argv)
 
     shapes = benchmark.zoo_shift_conv_shapes(args.models, args.resolution)
     print(f"{benchmark.host_description()}\n{len(shapes)} distinct shift_conv2d in {', '.join(args.models)}; "
-          f"bias + ReLU, median of {args.repeat}x{args.number}", flush=True)
+          f"bias + ReLU, ms: min of {args.repeat} interleaved rounds of {args.number} runs", flush=True)
     rows, missed = [], 0
     for shape, users in shapes.items():
         times = benchmark.shift_conv_timings(shape.channels, shape.out_channels, shape.height, args.number,

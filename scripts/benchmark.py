@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     host = benchmark.host_description()
     op_shape = (1, args.op_channels, args.op_size, args.op_size)
     print(f"{host}\nshift_conv2d, x={list(op_shape)}, O={args.op_channels}, bias+ReLU; "
-          f"median of {args.repeat}x{args.op_number} runs", flush=True)
+          f"min of {args.repeat} interleaved rounds of {args.op_number} runs", flush=True)
     op_times = benchmark.shift_conv_timings(args.op_channels, args.op_channels, args.op_size, args.op_number,
                                             args.repeat)
     op_table = benchmark.shift_conv_table(op_times)

@@ -49,17 +49,37 @@ def test_scheduled_shift_conv2d_matches_numpy(kind, channels, out_channels, size
     np.testing.assert_allclose(run_built(mod, x), _reference(kind, x, w, offsets, stride, b, activation), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("shape", [(2, 20, 3, 32), (1, 11, 2, 16)])
-def test_grouped_shift_read_in_place_matches_numpy(shape):
-    """The grouped shift read in place (no staging): rows of two pixel vectors and of one, the first and last
-    channels' reads (which would leave the input) tested per lane, unshifted trailing channels, batch 2."""
+@pytest.mark.parametrize("shape, mapping", [((2, 20, 3, 32), "interleaved"), ((1, 11, 2, 16), "interleaved"),
+                                            ((2, 20, 3, 32), "grouped"), ((1, 29, 4, 8), "grouped")])
+def test_grouped_shift_read_in_place_matches_numpy(shape, mapping):
+    """The grouped shift read in place (no staging): rows of two pixel vectors, of one, two rows per vector,
+    the first and last channels' reads (which would leave the input) tested per lane, unshifted trailing
+    channels (their own loop under the raster mapping's per-cell reduction), batch 2."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal(shape).astype("float32")
     w = rng.standard_normal((16, shape[1], 1, 1)).astype("float32")
     b = rng.standard_normal(16).astype("float32")
-    mod = build_module(lambda v: relay_ops.shift_conv2d(v, relax.const(w), "grouped", bias=relax.const(b)),
-                       [(x.shape, "float32")])
-    np.testing.assert_allclose(run_built(mod, x), _reference("grouped", x, w, None, 1, b, "none"), rtol=1e-4, atol=1e-4)
+    mod = build_module(lambda v: relay_ops.shift_conv2d(v, relax.const(w), "grouped", mapping=mapping,
+                                                        bias=relax.const(b)), [(x.shape, "float32")])
+    want = _reference("sparse", x, w, grouped_shift_offsets(shape[1], 3, 1, mapping), 1, b, "none")
+    np.testing.assert_allclose(run_built(mod, x), want, rtol=1e-4, atol=1e-4)
+
+
+def test_raster_grouped_shift_reduces_one_shift_cell_at_a_time():
+    """Raster-order groups (what RasterOrderShiftGroups makes of a network's shifts): the reduction runs
+    per shift cell (9 cells of 20 // 9 = 2 channels, then the 2 unshifted trailing ones; 29 channels in
+    ``test_grouped_shift_read_in_place_matches_numpy`` leave 2 channels past the last run of 3 to a loop of
+    their own), the offsets written as the cell's, so that LLVM hoists them and the lane mask out of the loop
+    over the cell's channels."""
+    w = relax.const(np.ones((16, 20, 1, 1), "float32"))
+    mod = build_module(lambda v: relay_ops.shift_conv2d(v, w, "grouped", mapping="grouped"),
+                       [((1, 20, 16, 16), "float32")])
+    (fused,) = [f for gv, f in relax_pipeline(tvm.target.Target("host"))(mod).functions.items()
+                if "shift_conv2d" in gv.name_hint]
+    sch = tvm.s_tir.Schedule(fused)
+    updates = [b for b in _all_blocks(sch) if sch.get(b).name_hint.startswith("shift_conv2d_update")]
+    extents = sorted(tuple(int(sch.get(loop).extent) for loop in sch.get_loops(b)[1:-2]) for b in updates)
+    assert extents == [(10, 2)], "runs of one shift cell's channels"
 
 
 @pytest.mark.parametrize("op", ["shift2d", "sparse_shift2d", "active_shift2d"])
@@ -123,29 +143,33 @@ def test_shifted_input_is_staged_as_planes_and_the_panel_packed_once_per_call(ki
     assert sch.get(sch.get_loops(panel)[0]).kind == tvm.tirx.ForKind.SERIAL, "packed once per call, not per row"
 
 
+@pytest.mark.parametrize("size, stride, tile", [(7, 1, 32), (16, 2, 64)])
 @pytest.mark.parametrize("kind", ["none", "grouped", "sparse", "active"])
-def test_shift_conv2d_takes_channel_vectors_where_the_plain_conv_does(kind):
-    """7x7 maps: a 7-pixel vector would fill under half an AVX-512 register, so (as the plain 1x1 conv) the
-    accumulators are [pixels, 32 channels] vectors over the shifted input staged once per call as NCHW planes
-    (outside the conv's parallel loop), and the panel is packed [O / 32, C, 32] once per call."""
+def test_shift_conv2d_takes_channel_vectors_where_the_plain_conv_does(kind, size, stride, tile):
+    """7x7 maps: a 7-pixel vector would fill under half an AVX-512 register, and at stride 2 pixel vectors
+    would gather, so (as the plain 1x1 conv) the accumulators are [pixels, tile channels] vectors over the
+    shifted input staged once per call as NCHW planes (outside the conv's parallel loop), and the panel is
+    packed [O / tile, C, tile] once per call."""
     rng = np.random.default_rng(5)
     w = relax.const(rng.standard_normal((64, 24, 1, 1)).astype("float32"))
     off = {"sparse": relax.const(rng.integers(-1, 2, (24, 2)).astype("int32")),
            "active": relax.const(rng.uniform(-1, 1, (24, 2)).astype("float32"))}.get(kind)
-    mod = build_module(lambda v: relay_ops.shift_conv2d(v, w, kind, offsets=off), [((1, 24, 7, 7), "float32")])
+    mod = build_module(lambda v: relay_ops.shift_conv2d(v, w, kind, offsets=off, stride=stride),
+                       [((1, 24, size, size), "float32")])
     lowered = relax_pipeline(tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"}))(mod)
     (fused,) = [f for gv, f in lowered.functions.items() if "shift_conv2d" in gv.name_hint]
     sch = tvm.s_tir.Schedule(fused)
+    out = -(-size // stride)
     blocks = {sch.get(b).name_hint: b for b in _all_blocks(sch)}
-    assert [int(d) for d in sch.get(blocks["shift_conv2d_update"]).writes[0].source.shape] == [1, 7, 7, 64]
+    assert [int(d) for d in sch.get(blocks["shift_conv2d_update"]).writes[0].source.shape] == [1, out, out, 64]
     inner = sch.get(sch.get_loops(blocks["shift_conv2d_update"])[-1])
-    assert inner.kind == tvm.tirx.ForKind.VECTORIZED and int(inner.extent) == 32, "a vector of 32 output channels"
-    assert [int(d) for d in sch.get(blocks["shift_conv2d_weight"]).writes[0].source.shape] == [2, 24, 32]
+    assert inner.kind == tvm.tirx.ForKind.VECTORIZED and int(inner.extent) == tile, "a vector of output channels"
+    assert [int(d) for d in sch.get(blocks["shift_conv2d_weight"]).writes[0].source.shape] == [64 // tile, 24, tile]
     if kind == "none":
         assert "shift_conv2d_input" not in blocks, "no shift, nothing staged"
     else:
         stage = blocks["shift_conv2d_input"]
-        assert [int(d) for d in sch.get(stage).writes[0].source.shape] == [1, 24, 7, 7], "staged as NCHW planes"
+        assert [int(d) for d in sch.get(stage).writes[0].source.shape] == [1, 24, out, out], "staged as NCHW planes"
         conv_rows = sch.get(sch.get_loops(blocks["shift_conv2d_update"])[0])
         assert not sch.get(sch.get_loops(stage)[0]).same_as(conv_rows), "staged once per call, not per row"
 
