@@ -6,6 +6,7 @@
 * other convs with enough output channels per group: *channel vectors*, the outer product of
   ``cpu.py``'s ``shift_conv2d``: a vector of output channels times one input scalar per pixel of
   the tile (stride and padding are only an input address then).
+* stride-2 stems on 3 input channels: pixel vectors over even/odd columns stored apart (``cpu_stem.py``);
 * depthwise and other narrow groups: ``cpu_depthwise.py``.
 
 The weights are read packed ``[O / tile, C, kh, kw, tile]`` (one contiguous run per micro-kernel
@@ -23,6 +24,7 @@ from . import arm_conv2d, cpu_int8
 from .cpu_common import accumulator_budget, inline_all, mark_weight_prepack, read_index, root_blocks, vector_lanes
 from .cpu_conv2d_block import Conv2d, epilogue_block, pad_block, parallel_conv
 from .cpu_depthwise import per_channel
+from .cpu_stem import deinterleave_columns
 from ._blocks import divisor, extents
 from .cpu_loop_nest import schedule_block, stage_padding
 
@@ -78,6 +80,10 @@ def schedule_conv2d(sch: Schedule, conv: Conv2d, target) -> None:
     if cpu_int8.vnni_conv2d(sch, conv, epilogue, pad, target) or arm_conv2d.int8_conv2d(sch, conv, epilogue, pad,
                                                                                           target):
         pass  # int8 on AVX-512 VNNI / Arm sdot: stages its own input and weights
+    elif (conv.out_per_group >= 4 and (row := pixel_vector_width(width, lanes)) > 1
+          and deinterleave_columns(sch, conv, pad)):
+        stage_padding(sch, pad)  # a stride-2 stem read as stride-1 rows (cpu_stem.py)
+        _pixel_vector(sch, conv, epilogue, row, pixel_vector_channels(conv.out_per_group, budget))
     elif conv.out_per_group >= 4 and pixel_vectors_win(vector, tile, lanes):
         stage_padding(sch, pad)
         channels = pixel_vector_channels(conv.out_per_group, budget)
@@ -86,7 +92,7 @@ def schedule_conv2d(sch: Schedule, conv: Conv2d, target) -> None:
         stage_padding(sch, pad)
         _outer_product(sch, conv, epilogue, tile, pixels)
     else:
-        per_channel(sch, conv, epilogue, pad)
+        per_channel(sch, conv, epilogue, pad, vector)
     for name in rest:  # e.g. a squeeze-excitation broadcast after a 1x1 conv on a 1x1 map
         try:
             schedule_block(sch, sch.get_sblock(name), lanes)

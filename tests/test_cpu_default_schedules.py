@@ -62,6 +62,7 @@ CONVS = {
     "3x3 s2 padded, channel vectors": (8, 32, 15, 3, 2, 1, 1),
     "3x3 s1 odd width and channels": (6, 20, 13, 3, 1, 1, 1),
     "7x7 s2 stem, 3 input channels": (3, 16, 23, 7, 2, 3, 1),
+    "3x3 s2 stem, rows of 13": (3, 16, 25, 3, 2, 1, 1),
     "depthwise 3x3 s1": (24, 24, 14, 3, 1, 1, 24),
     "depthwise 3x3 s2": (24, 24, 15, 3, 2, 1, 24),
     "grouped 3x3, 4 groups": (16, 32, 12, 3, 1, 1, 4),
@@ -102,6 +103,14 @@ def test_depthwise_is_parallel_per_channel():
     mod = _conv_module((1, 32, 28, 28), _rand(32, 1, 3, 3), _rand(32), 1, 1, 32)
     (conv,) = [f.script() for name, f in _kernels(mod).items() if "conv2d" in name]
     assert "T.parallel(T.int64(32))" in conv  # one task per channel: pad, conv and epilogue in L1
+    assert "T.vectorized(T.int64(14))" in conv  # rows of 28 as two pixel vectors
+
+
+def test_stem_reads_even_and_odd_columns_apart_as_pixel_vectors():
+    mod = _conv_module((1, 3, 32, 32), _rand(16, 3, 3, 3), _rand(16), 2, 1, 1)
+    (conv,) = [f.script() for name, f in _kernels(mod).items() if "conv2d" in name]
+    assert "T.int64(34), T.int64(2), T.int64(17)" in conv  # pad[n, c, h, w % 2, w // 2]
+    assert "T.vectorized(T.int64(16))" in conv  # a row of 16 output pixels per accumulator
 
 
 POOLS = {
@@ -122,6 +131,13 @@ def test_scheduled_pools_match_torch(case):
     mod = build_module(make, [(x.shape, "float32")])
     np.testing.assert_allclose(_run(mod, x), ref(torch.from_numpy(x)).numpy(), rtol=1e-5, atol=1e-5)
     assert all(f.attrs["tirx.is_scheduled"] for f in _kernels(mod).values())
+
+
+def test_pool_takes_its_padding_and_division_along_per_channel():
+    mod = build_module(lambda v: relax.op.nn.avg_pool2d(v, 3, 2, padding=1), [((1, 64, 64, 64), "float32")])
+    (pool,) = [f.script() for name, f in _kernels(mod).items() if "pool" in name]
+    assert pool.count("T.parallel") == 1 and "T.parallel(T.int64(64))" in pool  # one pass, a task per channel
+    assert 'scope="local"' in pool  # the window sums never leave the task
 
 
 def test_large_elementwise_and_pool_kernels_are_parallel_and_vectorized():
