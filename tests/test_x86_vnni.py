@@ -29,24 +29,28 @@ def int8_module(out_channels=64, channels=64, size=16, **kw):
 def test_vnni_target_runs_the_int8_reduction_on_vpdpbusd():
     assert has_vnni(ZEN4) and not has_vnni(SKYLAKE)
     asm = assembly(pipeline.build(int8_module(), ZEN4))
-    # 64 output channels x 4 pixels = 16 zmm accumulators per 4 input channels, + 4 weight-sum corrections
-    assert asm.count("vpdpbusd") >= 20
+    # 16x16 map: pixel vectors, 8 output channels x 1 vector of 16 pixels = 8 zmm accumulators per 4 input
+    # channels, + 1 activation-sum correction
+    assert asm.count("vpdpbusd") >= 9
     assert "vpmulld" not in asm  # no int32 multiply left in the kernel
 
 
-def test_without_vnni_or_16_output_channels_no_vpdpbusd():
+def test_without_vnni_or_a_fitting_tile_no_vpdpbusd():
     assert "vpdpbusd" not in assembly(pipeline.build(int8_module(), SKYLAKE))
-    assert "vpdpbusd" not in assembly(pipeline.build(int8_module(out_channels=24), ZEN4))
+    assert "vpdpbusd" not in assembly(pipeline.build(int8_module(out_channels=14), ZEN4))
 
 
 @pytest.mark.skipif(not has_vnni(targets.get_target("host")), reason="this host has no AVX-512 VNNI")
-@pytest.mark.parametrize("kind, stride, requant", [("grouped", 1, True), ("sparse", 2, True), ("active", 1, True),
-                                                    ("none", 1, False)])
-def test_vnni_kernel_bit_exact_on_host(kind, stride, requant):
-    """Full int8 range (the sign-bit flip and its weight-sum correction must cancel exactly), 2 output-channel
-    tiles of 64, against the independent numpy reference."""
-    make, x, ref = conv_int8_case(kind, 32, 128, (9, 12), stride=stride, activation="relu", x_zp=-7,
-                                  per_channel=True, requant=requant, seed=3)
+@pytest.mark.parametrize("kind, stride, requant, size, residual", [
+    ("grouped", 1, True, (9, 12), False), ("none", 1, False, (9, 12), False),  # channel vectors (108 pixels)
+    ("grouped", 1, True, (8, 12), True), ("sparse", 2, True, (16, 12), False),  # pixel vectors (96, 48 pixels)
+    ("active", 1, True, (8, 12), False), ("none", 1, False, (8, 12), False)])
+def test_vnni_kernel_bit_exact_on_host(kind, stride, requant, size, residual):
+    """Full int8 range (the sign-bit flip and its weight- or activation-sum correction must cancel exactly),
+    both micro-kernels (channel vectors: 2 output-channel tiles of 64; pixel vectors spanning rows), against
+    the independent numpy reference."""
+    make, x, ref = conv_int8_case(kind, 32, 128, size, stride=stride, activation="relu", x_zp=-7,
+                                  per_channel=True, requant=requant, residual=residual, seed=3)
     vm = relax.VirtualMachine(pipeline.build(build_module(make, [(x.shape, "int8")]), "host"), tvm.cpu())
     np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), ref)
 
@@ -64,10 +68,11 @@ def test_int8_conv2d_on_vpdpbusd():
 
 
 @pytest.mark.skipif(not has_vnni(targets.get_target("host")), reason="this host has no AVX-512 VNNI")
-@pytest.mark.parametrize("kernel, stride", [(3, 1), (3, 2), (1, 1)])
-def test_int8_conv2d_vnni_bit_exact_on_host(kernel, stride):
+@pytest.mark.parametrize("kernel, stride, size", [(3, 1, (10, 14)), (3, 2, (10, 14)), (1, 1, (10, 14)), (1, 1, (6, 8))])
+def test_int8_conv2d_vnni_bit_exact_on_host(kernel, stride, size):
+    """Channel-vector kernel, and (1x1 on whole 16-pixel vectors: 6x8) the pixel-vector one."""
     rng = np.random.default_rng(2)
-    x = rng.integers(-128, 128, (1, 16, 10, 14)).astype("int8")
+    x = rng.integers(-128, 128, (1, 16, *size)).astype("int8")
     w = rng.integers(-128, 128, (32, 16, kernel, kernel)).astype("int8")
     vm = relax.VirtualMachine(pipeline.build(int8_conv2d_module(x.shape, w, stride), "host"), tvm.cpu())
     pad = kernel // 2
