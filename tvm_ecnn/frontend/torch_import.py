@@ -34,11 +34,13 @@ from tvm_ecnn.compiler_pass import (
     recognize_onehot_dwconv,
 )
 from tvm_ecnn.compiler_pass.fx_graph import ExportedGraph, module_path, module_type
+from tvm_ecnn.quantize.pt2e import fold_pt2e
 
 from . import torchshifts
 from .converters import ShiftConverters
 from .eager_check import warn_if_export_differs
 from .index_converters import IndexConverters
+from .pt2e import Pt2eConverters
 from .report import RewriteReport
 
 EXPORT_HINT = (
@@ -73,7 +75,7 @@ def export(model, example_inputs, check_eager: bool = False) -> ExportedProgram:
         return model.run_decompositions()
     args = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     was_training = model.training
-    model.eval()
+    _set_mode(model, False)
     try:
         try:
             with torchshifts.routed():  # the third-party package's composite op cannot be traced as it is
@@ -83,8 +85,18 @@ def export(model, example_inputs, check_eager: bool = False) -> ExportedProgram:
         if check_eager:  # on the decomposed program: in-place ops are functionalised only there
             warn_if_export_differs(model, program, args)
     finally:
-        model.train(was_training)
+        _set_mode(model, was_training)
     return program
+
+
+def _set_mode(model, training: bool) -> None:
+    """``model.train(training)``; a module from ``torch.export`` (PT2E's ``convert_pt2e`` result) refuses it: its
+    mode was fixed when it was exported (torchao's ``move_exported_model_to_eval`` is how users set it)."""
+    try:
+        model.train(training)
+    except NotImplementedError:
+        if not isinstance(model, fx.GraphModule):
+            raise
 
 
 class ConvertToRelax:
@@ -100,9 +112,10 @@ class ConvertToRelax:
     def __call__(self, ep: ExportedProgram) -> IRModule:
         graph = ExportedGraph(ep)
         converters = ShiftConverters(graph, self.report)
-        custom = {**IndexConverters(graph).convert_map(), **converters.convert_map()}
+        pt2e = Pt2eConverters(graph)
+        custom = {**IndexConverters(graph).convert_map(), **converters.convert_map(), **pt2e.convert_map()}
         importer = ExportedProgramImporter()
-        check_convertible(ep.graph, set(importer.convert_map) | set(custom), converters)
+        check_convertible(ep.graph, set(importer.convert_map) | set(custom), converters, pt2e)
         mod = importer.from_exported_program(ep, self.keep_params_as_input, True, False, custom)
         self.report.origins.update(
             {var.name: module_path(node) for node, var in importer.env.items() if isinstance(var, relax.Var)}
@@ -110,14 +123,15 @@ class ConvertToRelax:
         return mod
 
 
-def check_convertible(graph: fx.Graph, known: set[str], converters: ShiftConverters) -> None:
+def check_convertible(graph: fx.Graph, known: set[str], *converters) -> None:
     """Raise one ``UnsupportedOperatorError`` naming every op that cannot be converted, and where it is."""
     problems = []
     for node in graph.nodes:
         if node.op != "call_function":
             continue
         name = node.target.__name__
-        reason = "no converter" if name not in known else converters.unsupported(node)
+        reasons = [] if name not in known else [c.unsupported(node) for c in converters]
+        reason = "no converter" if name not in known else next((r for r in reasons if r is not None), None)
         if reason is not None:
             problems.append((str(node.target), module_path(node), module_type(node), reason))
     if problems:
@@ -136,6 +150,7 @@ def import_pipeline(report: RewriteReport, *, fuse: bool = True, keep_params_as_
         ConvertToRelax(report, keep_params_as_input),
         # on the Relax module
         *([FoldBatchNorm(report.on_rewrite), FuseShiftConv(report.on_rewrite)] if fuse else []),
+        fold_pt2e,  # a PT2E-quantized program's q/dq pairs into int8 ops (nothing to do otherwise)
     ]
 
 

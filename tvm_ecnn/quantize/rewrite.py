@@ -1,7 +1,7 @@
 """The Relax rewrite: an fp32 module (from ``from_torch``) plus calibrated ranges in, an int8 module out.
 
 One walk over ``main``'s bindings, in order. Each fp32 tensor of the original graph is available as int8
-(``QTensor``: value and scale, zero point 0) and/or fp32, each made on demand from the other (quantize /
+(``QTensor``: value, scale and zero point: 0 here, a PT2E graph's own in ``pt2e.py``) and/or fp32, each made on demand from the other (quantize /
 dequantize), so a float island costs exactly one dequantize in and one quantize out. Convolutions and dense
 layers absorb their bias add and ReLU/ReLU6 into one int8 kernel with a requantize epilogue; ops with no int8
 form stay fp32 and are recorded in ``float_ops``. Exact arithmetic: docs/int8-quantization.md.
@@ -34,6 +34,7 @@ SAME_SCALE_OPS = ("relax.reshape", "relax.permute_dims", "relax.flatten", "relax
 class QTensor:
     value: relax.Expr
     scale: np.float32
+    zero_point: int = 0
 
 
 def _op_name(value) -> str | None:
@@ -50,6 +51,13 @@ def _prim(expr) -> float | None:
 class Int8Rewrite:
     """``Int8Rewrite(main, ranges).run()``: the int8 ``main`` (see the module doc); ``float_ops`` and ``scales``
     say what stayed fp32 and which scales were used."""
+
+    QUANTIZED_OUTPUTS = False
+    """whether a function output with a scale is made in int8 and dequantized (PT2E quantizes its outputs),
+    rather than produced in fp32 by its op's epilogue"""
+    FLOAT_BIAS = False
+    """whether conv / dense biases stay fp32, added in the requantize epilogue (``rint(f32(acc) * m + f32(b /
+    s_out))``, PT2E's fp32 bias), rather than rounded into the int32 accumulator"""
 
     def __init__(self, func: relax.Function, ranges: dict):
         self.func = func
@@ -102,15 +110,24 @@ class Int8Rewrite:
         self.scales.append((var.name, float(scale)))
         return scale
 
+    def zero_point(self, var) -> int:
+        """``var``'s zero point: 0 (symmetric activations; ``pt2e.Pt2eRewrite`` takes the graph's)."""
+        return 0
+
+    def weight_int8(self, expr, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(int8 weight, per-output-channel scale)`` of the constant weight ``expr`` (its value ``weight``), or
+        None to keep the layer in fp32."""
+        return per_channel_int8(weight)
+
     def wants_float(self, var) -> bool:
         """Whether some reader of ``var`` takes fp32 (the function output, or an op with no int8 form)."""
-        if var in self.outputs:
+        if var in self.outputs and not (self.QUANTIZED_OUTPUTS and var in self.ranges):
             return True
         for reader in self.flow.consumers.get(var, []):
             if reader not in self.live:
                 continue
             value = self.flow.value[reader]
-            if isinstance(value, (relax.Tuple, relax.TupleGetItem)):
+            if isinstance(value, (relax.Tuple, relax.TupleGetItem, relax.Var)):  # a Var: an alias (the output)
                 if self.wants_float(reader):
                     return True
             elif _op_name(value) not in INT8_OPS or (_op_name(value) == "relax.add" and not all(
@@ -121,8 +138,8 @@ class Int8Rewrite:
     # ---- int8 / fp32 views ----------------------------------------------------------------------------------
     def as_q(self, bb, var) -> QTensor:
         if var not in self.q:
-            scale = self.scale(var)
-            self.q[var] = QTensor(int8_ops.quantize(bb, self.f[var], scale), scale)
+            scale, zero_point = self.scale(var), self.zero_point(var)
+            self.q[var] = QTensor(int8_ops.quantize(bb, self.f[var], scale, zero_point), scale, zero_point)
         return self.q[var]
 
     def as_f(self, bb, expr):
@@ -131,7 +148,8 @@ class Int8Rewrite:
         if expr not in self.f:
             if expr not in self.q:
                 raise KeyError(f"{expr.name} was not computed")
-            self.f[expr] = int8_ops.dequantize(bb, self.q[expr].value, self.q[expr].scale)
+            q = self.q[expr]
+            self.f[expr] = int8_ops.dequantize(bb, q.value, q.scale, q.zero_point)
         return self.f[expr]
 
     # ---- the walk -------------------------------------------------------------------------------------------
@@ -212,18 +230,23 @@ class Int8Rewrite:
             end, activation = reader, "relu6"
         return end, bias, activation
 
-    def finish(self, bb, end, acc, acc_scale: np.ndarray, activation: str, ndim: int):
-        """int32 accumulator (scale ``acc_scale[o]``) -> int8 at ``end``'s scale, or fp32 for float readers."""
+    def finish(self, bb, end, acc, acc_scale: np.ndarray, activation: str, ndim: int, bias=None):
+        """int32 accumulator (scale ``acc_scale[o]``) -> int8 at ``end``'s scale, or fp32 for float readers
+        (``bias``: an fp32 bias still to add, ``FLOAT_BIAS``)."""
         if self.wants_float(end):
-            self.f[end] = self._float_activation(bb, int8_ops.dequantize(bb, acc, int8_ops.channel_shape(acc_scale, ndim)),
-                                                 activation)
+            value = int8_ops.dequantize(bb, acc, int8_ops.channel_shape(acc_scale, ndim))
+            if bias is not None:
+                value = bb.emit(R.add(value, relax.const(int8_ops.channel_shape(bias.astype("float32"), ndim))))
+            self.f[end] = self._float_activation(bb, value, activation)
             return
-        out_scale = self.scale(end)
-        low, high = (0, 127) if activation != "none" else (-128, 127)
+        out_scale, zero_point = self.scale(end), self.zero_point(end)
+        low, high = (max(-128, zero_point), 127) if activation != "none" else (-128, 127)
         if activation == "relu6":
-            high = int(min(127, np.rint(np.float32(6) / out_scale)))
-        multiplier = (acc_scale / out_scale).astype("float32")
-        self.q[end] = QTensor(int8_ops.requantize(bb, acc, int8_ops.channel_shape(multiplier, ndim), low, high), out_scale)
+            high = int(min(127, zero_point + np.rint(np.float32(6) / out_scale)))
+        multiplier = int8_ops.channel_shape((acc_scale / out_scale).astype("float32"), ndim)
+        offset = None if bias is None else int8_ops.channel_shape((bias.astype("float32") / out_scale).astype("float32"), ndim)
+        self.q[end] = QTensor(int8_ops.requantize(bb, acc, multiplier, low, high, zero_point, offset), out_scale,
+                              zero_point)
 
     @staticmethod
     def _float_activation(bb, value, activation: str):
@@ -242,17 +265,26 @@ class Int8Rewrite:
     def conv2d(self, bb, var, value):
         weight = self.flow.constant(value.args[1])
         attrs = value.attrs
-        if weight is None or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
+        if (weight is None or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW"
+                or not self._int8_input(value.args[0])):
             return False
+        quantized = self.weight_int8(value.args[1], weight)
+        if quantized is None:
+            return False
+        wq, w_scale = quantized
         x = self.as_q(bb, value.args[0])
-        wq, w_scale = per_channel_int8(weight)
         end, bias, activation = self.epilogue(var)
-        acc = bb.emit(R.nn.conv2d(x.value, relax.const(wq), strides=list(attrs.strides), padding=list(attrs.padding),
+        data, padding = x.value, [int(p) for p in attrs.padding]
+        if x.zero_point and any(padding):  # pad with the zero point (the real 0), then a conv without padding
+            top, left, bottom, right = padding
+            data = bb.emit(R.nn.pad(data, [0, 0, 0, 0, top, bottom, left, right], "constant", float(x.zero_point)))
+            padding = [0, 0, 0, 0]
+        acc = bb.emit(R.nn.conv2d(data, relax.const(wq), strides=list(attrs.strides), padding=padding,
                                   dilation=list(attrs.dilation), groups=int(attrs.groups), out_dtype="int32"))
-        if bias is not None:
-            acc = bb.emit(R.add(acc, relax.const(int8_ops.channel_shape(int32_bias(bias, x.scale, w_scale), 4))))
+        acc = self._add_int32_bias(bb, acc, None if self.FLOAT_BIAS else bias, x, wq, w_scale, 4)
         self._fused(var, end)
-        self.finish(bb, end, acc, (x.scale * w_scale).astype("float32"), activation, 4)
+        self.finish(bb, end, acc, (x.scale * w_scale).astype("float32"), activation, 4,
+                    bias if self.FLOAT_BIAS else None)
         return True
 
     def matmul(self, bb, var, value):
@@ -261,15 +293,29 @@ class Int8Rewrite:
         weight = self.flow.constant(transposed.args[0]) if transposed is not None else None
         if weight is None or weight.ndim != 2 or len(value.args[0].ty.shape.values) != 2:
             return False
+        quantized = None if not self._int8_input(value.args[0]) else self.weight_int8(transposed.args[0], weight)
+        if quantized is None:
+            return False
+        wq, w_scale = quantized
         x = self.as_q(bb, value.args[0])
-        wq, w_scale = per_channel_int8(weight)
         end, bias, activation = self.epilogue(var)
         acc = bb.emit(R.matmul(x.value, relax.const(np.ascontiguousarray(wq.T)), out_dtype="int32"))
-        if bias is not None:
-            acc = bb.emit(R.add(acc, relax.const(int32_bias(bias, x.scale, w_scale).reshape(1, -1))))
+        acc = self._add_int32_bias(bb, acc, None if self.FLOAT_BIAS else bias, x, wq, w_scale, 2)
         self._fused(var, end)
-        self.finish(bb, end, acc, (x.scale * w_scale).astype("float32"), activation, 2)
+        self.finish(bb, end, acc, (x.scale * w_scale).astype("float32"), activation, 2,
+                    bias if self.FLOAT_BIAS else None)
         return True
+
+    @staticmethod
+    def _add_int32_bias(bb, acc, bias, x: QTensor, wq: np.ndarray, w_scale: np.ndarray, ndim: int):
+        """``acc + bq[o]`` with the input zero point's ``-zp * sum(Wq[o])`` folded into ``bq`` (no add when both
+        are absent)."""
+        if bias is None and not x.zero_point:
+            return acc
+        total = np.zeros(wq.shape[0], "int32") if bias is None else int32_bias(bias, x.scale, w_scale)
+        if x.zero_point:
+            total = (total.astype("int64") + int8_ops.zero_point_correction(wq, x.zero_point)).astype("int32")
+        return bb.emit(R.add(acc, relax.const(int8_ops.channel_shape(total, ndim))))
 
     def shift_conv2d(self, bb, var, value):
         """The op's own int8 form (any shift; bias, residual and ReLU/ReLU6 in its fixed-point epilogue). For a
@@ -278,6 +324,9 @@ class Int8Rewrite:
         residual = shift_ops.residual_of(value)
         if attrs["layout"] != "NCHW" or (residual is not None and not self._int8_input(residual)):
             return False
+        if not self._int8_input(value.args[0]) or any(self.zero_point(v) for v in (value.args[0], var, residual)
+                                                      if isinstance(v, relax.Var)):
+            return False  # its int8 form is wired for zero point 0 here (the quantizer's)
         x = self.as_q(bb, value.args[0])
         if self.wants_float(var):
             acc, acc_scale = shift_ops.accumulator(bb, value, x.value, x.scale)
@@ -304,7 +353,8 @@ class Int8Rewrite:
         if not self._int8_input(value.args[0]):
             return False
         x = self.as_q(bb, value.args[0])
-        self.q[var] = QTensor(bb.emit(relax.Call(value.op, [x.value] + list(value.args[1:]), value.attrs)), x.scale)
+        call = shift_ops.on_int8(value, x.value, x.zero_point)
+        self.q[var] = QTensor(bb.emit(call), x.scale, x.zero_point)
         return True
 
     def averaging(self, bb, var, value):
@@ -312,15 +362,19 @@ class Int8Rewrite:
         if not self._int8_input(value.args[0]):
             return False
         x = self.as_q(bb, value.args[0])
+        if x.zero_point and any(int(p) for p in getattr(value.attrs, "padding", ())):
+            return False  # padded windows would average in 0, not the zero point
         op = lambda t: relax.Call(value.op, [t] + list(value.args[1:]), value.attrs)  # noqa: E731
-        self.q[var] = QTensor(int8_ops.rounded_float_op(bb, x.value, op), x.scale)
+        self.q[var] = QTensor(int8_ops.rounded_float_op(bb, x.value, op, x.zero_point), x.scale, x.zero_point)
         return True
 
     def relu(self, bb, var, value):
         if value.args[0] not in self.q:
             return False
         x = self.q[value.args[0]]
-        self.q[var] = QTensor(bb.emit(R.nn.relu(x.value)), x.scale)
+        low = relax.const(np.int8(max(-128, x.zero_point)))
+        self.q[var] = QTensor(bb.emit(R.maximum(x.value, low) if x.zero_point else R.nn.relu(x.value)), x.scale,
+                              x.zero_point)
         return True
 
     def clip(self, bb, var, value):
@@ -328,8 +382,8 @@ class Int8Rewrite:
         if value.args[0] not in self.q or bounds[0] != 0.0 or bounds[1] is None:
             return False
         x = self.q[value.args[0]]
-        high = int(min(127, np.rint(np.float32(bounds[1]) / x.scale)))
-        self.q[var] = QTensor(bb.emit(R.clip(x.value, 0, high)), x.scale)
+        high = int(min(127, x.zero_point + np.rint(np.float32(bounds[1]) / x.scale)))
+        self.q[var] = QTensor(bb.emit(R.clip(x.value, max(-128, x.zero_point), high)), x.scale, x.zero_point)
         return True
 
     def add(self, bb, var, value):
@@ -338,23 +392,26 @@ class Int8Rewrite:
         if not (self._int8_input(a) and self._int8_input(b)):
             return False
         reader = self.flow.single_consumer(var)
-        end, low = var, -128
+        end, relu = var, False
         if reader is not None and self.flow.call(reader, "relax.nn.relu") is not None:
-            end, low = reader, 0
+            end, relu = reader, True
             self.done.add(reader)
-        qa, qb, out_scale = self.as_q(bb, a), self.as_q(bb, b), self.scale(end)
-        value = int8_ops.rescale_sum(bb, [qa.value, qb.value], [qa.scale / out_scale, qb.scale / out_scale], low)
-        self.q[end] = QTensor(value, out_scale)
+        qa, qb, out_scale, zero_point = self.as_q(bb, a), self.as_q(bb, b), self.scale(end), self.zero_point(end)
+        value = int8_ops.rescale_sum(bb, [qa.value, qb.value], [qa.scale / out_scale, qb.scale / out_scale],
+                                     max(-128, zero_point) if relu else -128, 127, [qa.zero_point, qb.zero_point],
+                                     zero_point)
+        self.q[end] = QTensor(value, out_scale, zero_point)
         return True
 
     def concat(self, bb, var, value):
         fields = value.args[0].fields if isinstance(value.args[0], relax.Tuple) else None
         if fields is None or not all(self._int8_input(f) for f in fields):
             return False
-        out_scale = self.scale(var)
+        out_scale, zero_point = self.scale(var), self.zero_point(var)
         parts = []
         for field in fields:
             q = self.as_q(bb, field)
-            parts.append(q.value if q.scale == out_scale else int8_ops.rescale_sum(bb, [q.value], [q.scale / out_scale]))
-        self.q[var] = QTensor(bb.emit(R.concat(parts, axis=int(value.attrs.axis))), out_scale)
+            parts.append(q.value if (q.scale, q.zero_point) == (out_scale, zero_point) else int8_ops.rescale_sum(
+                bb, [q.value], [q.scale / out_scale], zero_points=[q.zero_point], out_zero_point=zero_point))
+        self.q[var] = QTensor(bb.emit(R.concat(parts, axis=int(value.attrs.axis))), out_scale, zero_point)
         return True

@@ -4,7 +4,8 @@
 ``sparse_shift2d`` / ``active_shift2d`` keep their input's scale (``SAME_SCALE_SHIFTS``), and ``shift_conv2d``
 (any shift, the active one included) takes int8 ``x`` / per-channel int8 weights, an int32 bias and a
 fixed-point requantize epilogue with per-output-channel scales, an int8 residual on its own scale and ReLU /
-ReLU6. Zero points are all 0 here (the quantizer's activations are symmetric).
+ReLU6. ``shift_conv2d`` is used with zero points 0 (the quantizer's activations are symmetric); the standalone
+shifts also take a PT2E graph's asymmetric activations, shifting the zero point in at the border.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 from tvm import relax
 
 import relay_ops
-from relay_ops._registry import attrs_of, op_name
+from relay_ops._registry import attrs_of, call as make_call, op_name
 from relay_ops.shift_conv2d import full_attrs, requant_plan, split_args
 
 from .weights import int32_bias, per_channel_int8
@@ -20,6 +21,15 @@ from .weights import int32_bias, per_channel_int8
 SHIFT_CONV2D = op_name("shift_conv2d")
 # data movement / interpolation: the int8 op on the int8 input, same scale (zero point 0 shifted in)
 SAME_SCALE_SHIFTS = (op_name("shift2d"), op_name("sparse_shift2d"), op_name("active_shift2d"))
+
+
+def on_int8(value: relax.Call, xq, zero_point: int) -> relax.Call:
+    """A ``SAME_SCALE_OPS`` call (a standalone shift, pool, reshape, ...) on the int8 ``xq``; a shift gets
+    ``zero_point`` (the value shifted in at the border)."""
+    if zero_point and value.op.name in SAME_SCALE_SHIFTS:
+        return make_call(value.op.name.removeprefix(op_name("")), [xq] + list(value.args[1:]),
+                    {**attrs_of(value), "zero_point": int(zero_point)})
+    return relax.Call(value.op, [xq] + list(value.args[1:]), value.attrs)
 
 
 def residual_of(call: relax.Call):
