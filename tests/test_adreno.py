@@ -13,12 +13,15 @@ import tvm_ffi
 from relax_helpers import build_module, run_module
 from test_int8_ops import INT8_CASES
 from tvm import relax
+from tvm.s_tir import Schedule
 from tvm.script import tirx as T
 
 import relay_ops
 import targets
+from schedules import adreno_int8
 from tvm_ecnn import models, pipeline
 from tvm_ecnn.compiler_pass.ecnn_texture_layout import EcnnTextureLayout
+from tvm_ecnn.compiler_pass.fold_packed_weights import FoldPackedWeights
 from tvm_ecnn.deploy import float16_storage
 from tvm_ecnn.frontend import from_torch
 from tvm_ecnn.quantize import quantize, run_host
@@ -51,12 +54,26 @@ def plugin_lowering():
         at = names.index("FuseTIR") + 1
         while names[at] == "DeadCodeElimination":
             at += 1
-        return [pipeline.tuning_passes(target)] + passes[at:]
+        packed = [] if targets.is_texture(target) else [_PackInt8ConvWeights, FoldPackedWeights()]  # as pipeline
+        return [pipeline.tuning_passes(target)] + packed + passes[at:]
 
     patch.setattr(relax, "get_default_pipeline", pipeline.relax_pipeline)
     patch.setattr(relax.backend.adreno, "legalize_passes", oracle_passes)
     yield
     patch.undo()
+
+
+@tvm.transform.module_pass(opt_level=0, name="PackInt8ConvWeights")
+def _PackInt8ConvWeights(mod, _ctx):  # noqa: N802
+    """The oracle's int8 convs take the weights packed as the Adreno schedule packs them (same signatures)."""
+    mod = mod.clone()
+    for gv, func in list(mod.functions.items()):
+        sch = Schedule(func) if isinstance(func, tvm.tirx.PrimFunc) else None
+        found = sch and adreno_int8.int8_conv2d(sch)
+        if found:
+            adreno_int8.pack_weights(sch, *found)
+            mod[gv] = sch.mod["main"]
+    return mod
 
 
 def run_on_pocl(mod, target_name: str, inputs: dict) -> pocl.PoclRun:
@@ -392,3 +409,41 @@ def test_int8_zoo_model_on_pocl_equals_the_host_build(plugin_lowering, int8_zoo,
     np.testing.assert_array_equal(run.outputs, host)
     int8_params = [p for k in run.lowering.kernels for p in k.params if p.dtype == "int8"]
     assert int8_params and not any(p.is_texture for p in int8_params)
+
+
+def int8_conv(channels, out_channels, kernel, stride=1, groups=1, size=(9, 8)):
+    """int8 conv2d -> int32 + bias -> requantize with ReLU, as ``tvm_ecnn.quantize`` emits it (one fused kernel)."""
+    rng = np.random.default_rng(kernel * 10 + stride + groups)
+    weight = rng.integers(-127, 128, (out_channels, channels // groups, kernel, kernel)).astype("int8")
+    bias = rng.integers(-2000, 2000, (1, out_channels, 1, 1)).astype("int32")
+    multiplier = rng.uniform(2e-4, 2e-3, (1, out_channels, 1, 1)).astype("float32")
+
+    def body(x):
+        acc = relax.op.nn.conv2d(x, relax.const(weight), strides=stride, padding=kernel // 2, groups=groups,
+                                 out_dtype="int32")
+        acc = relax.op.add(acc, relax.const(bias))
+        scaled = relax.op.round(relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(multiplier)))
+        return relax.op.astype(relax.op.clip(scaled, 0, 127), "int8")
+
+    x = rng.integers(-128, 128, (1, channels) + size).astype("int8")
+    return build_module(body, [(x.shape, "int8")]), x
+
+
+INT8_CONVS = {"1x1": (16, 8, 1), "3x3": (8, 16, 3), "3x3_stride2": (8, 12, 3, 2), "depthwise": (16, 16, 3, 1, 16),
+              "depthwise_stride2": (12, 12, 3, 2, 12)}
+
+
+@pytest.mark.parametrize("name", list(INT8_CONVS))
+def test_int8_conv2d_schedule_on_pocl_equals_the_host_build(plugin_lowering, name):
+    """``schedules/adreno_int8.py``: a register tile per work-item (no local-memory reduction), packed weights read
+    as ``char4``, int32 indices; bit-exact against the host LLVM build."""
+    mod, x = int8_conv(*INT8_CONVS[name])
+    run = run_on_pocl(mod, "adreno", {"x0": x})
+    host = relax.VirtualMachine(pipeline.build(mod, "host"), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(run.outputs, host)
+    assert len(np.unique(host)) > 20  # the requantize is neither saturated nor all zeros
+    (kernel,) = [k for k in run.lowering.kernels if "conv2d" in k.name]
+    assert "__local" not in kernel.source and "barrier" not in kernel.source
+    assert re.search(r"vload4\(0, param_\w+_ptr", kernel.source)  # the packed weights of a tap: one char4
+    assert ("vload4(0, x0_ptr" in kernel.source) == (name == "1x1")  # and 4 input pixels (unguarded rows only)
+    assert "long" not in kernel.source

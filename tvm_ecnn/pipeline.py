@@ -18,6 +18,7 @@ import targets as _targets
 from .compiler_pass import adreno_tir
 from .compiler_pass.adreno_conv2d_legalize import LegalizeNCHW4cConv2d
 from .compiler_pass.adreno_conv_epilogues import InlineConvEpilogues, ScheduleBroadcastConvolutions
+from .compiler_pass.apply_adreno_int8_schedules import ApplyAdrenoInt8Schedules
 from .compiler_pass.apply_default_cpu_schedules import ApplyDefaultCpuSchedules
 from .compiler_pass.apply_ecnn_schedules import ApplyEcnnSchedules
 from .compiler_pass.ecnn_texture_layout import EcnnTextureLayout, EcnnTextureScopes
@@ -50,7 +51,10 @@ def _after_fusion(target: tvm.target.Target, tuning_db) -> list:
     # and mark what they schedule `tirx.is_scheduled`, which ApplyEcnnSchedules then leaves alone.
     # On CPUs the default schedules come last, then the weight packing they ask for is folded into constants.
     cpu = [ApplyDefaultCpuSchedules(target), FoldPackedWeights()] if target.kind.name == "llvm" else []
-    passes = [ApplyEcnnSchedules(target)] + cpu
+    # Adreno buffer path only: on texture targets the packed-weight call breaks a later scope pass ("key is not in Map")
+    buffers = "adreno" in target.keys and not _targets.is_texture(target)
+    gpu = [ApplyAdrenoInt8Schedules(target), FoldPackedWeights()] if buffers else []
+    passes = [ApplyEcnnSchedules(target)] + cpu + gpu
     if tuning_db is not None:
         records = tuning_db if isinstance(tuning_db, AppliedRecords) else AppliedRecords(tuning_db, target)
         passes.insert(0, records.apply_pass())
