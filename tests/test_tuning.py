@@ -22,7 +22,8 @@ from tvm.s_tir import meta_schedule as ms
 import relay_ops
 import targets
 from relax_helpers import build_module
-from tvm_ecnn import tuning, tuning_db
+from tvm_ecnn import tuning, tuning_budget, tuning_db
+from tvm_ecnn.compiler_pass.apply_default_cpu_schedules import default_schedule
 from tvm_ecnn.device import emulated
 from tvm_ecnn.pipeline import build, relax_pipeline, tuning_passes
 from tvm_ecnn.runtime import tracker_devices
@@ -192,7 +193,7 @@ def test_torn_last_record_is_left_out_by_compile_and_cut_by_tune(killed_then_res
         f.write('[0, [[["Split", ')  # what a kill in the middle of an append leaves
     records = AppliedRecords(db, HOST)
     relax_pipeline(HOST, records)(module)  # TVM's own reader dies here in C++ ("Unexpected token")
-    assert records.summary().startswith("tuning records applied: 1 of 1 kernels")
+    assert (records.applied + records.kept, records.kernels) == (1, 1), records.summary()  # the torn one left out
     assert not (db / RECORDS).read_text().endswith("\n"), "compile must not write to the database"
 
     tuning.tune(module, HOST, db, trials=TRIALS, trials_per_batch=BATCH, progress=False)
@@ -243,8 +244,8 @@ def test_missing_tuning_db_folder_is_an_error_before_compiling(tmp_path):
 def test_design_space_has_hand_and_generic_sketches(module):
     _, func = ecnn_function(module)
     mod = ms.tune_context._normalize_mod(func)
-    space, first = tuning._space(mod, HOST)
-    assert first is not None
+    space, baseline = tuning._space(mod, HOST)
+    assert baseline is not None and baseline.replayable
     with tuning._essential_intrinsics(HOST):
         sketches = ms.TuneContext(mod, target=HOST, space_generator=space, task_name="t").generate_design_space()
     stub = sys.modules.get("tvm.s_tir.tensor_intrin")
@@ -254,7 +255,16 @@ def test_design_space_has_hand_and_generic_sketches(module):
     assert len(hand) == 1 and len(sketches) >= 2 and all(unroll), [str(s.trace) for s in sketches]
 
 
-def test_hand_schedule_outside_the_trace_language_is_kept_not_tuned(module, monkeypatch):
+def test_default_schedule_is_the_baseline_of_a_generic_kernel():
+    """A kernel no hand schedule covers is measured first with the default schedule ``build`` gives it."""
+    [func] = [f for f in tuning_passes(HOST)(conv_module()).functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    mod = ms.tune_context._normalize_mod(func)
+    _, baseline = tuning._space(mod, HOST)
+    scheduled = default_schedule(func, HOST)  # what ApplyDefaultCpuSchedules gives it
+    assert tvm_ffi.structural_equal(baseline.candidate.sch.mod["main"].body, scheduled.body, map_free_vars=True)
+
+
+def test_untuned_schedule_outside_the_trace_language_is_a_baseline_not_a_sketch(module, monkeypatch):
     _, func = ecnn_function(module)
     mod = ms.tune_context._normalize_mod(func)
     hand = tvm.s_tir.Schedule(mod)
@@ -263,8 +273,85 @@ def test_hand_schedule_outside_the_trace_language_is_kept_not_tuned(module, monk
     assert not tuning._replays(tvm.s_tir.Schedule(hand.mod), mod)  # same IR, reached outside the trace
 
     monkeypatch.setattr(tuning, "_replays", lambda sch, mod: False)
-    with pytest.warns(UserWarning, match="keeps its hand schedule"):
-        assert tuning._tunable_tasks(tuning_passes(HOST)(module), HOST) == []
+    space, baseline = tuning._space(mod, HOST)
+    assert not baseline.replayable and isinstance(space, ms.space_generator.PostOrderApply)
+
+
+def test_untuned_baseline_is_measured_and_records_apply_only_when_faster(killed_then_resumed, module, tmp_path):
+    """The hand schedule's measurement is in untuned_baselines.json; a compile applies no record that did not
+    measure faster than it (here: a baseline made faster than every record), and says so."""
+    source = killed_then_resumed[0]
+    lines = [json.loads(line) for line in (source / tuning_db.UNTUNED).read_text().splitlines()]
+    measured = lines[0]  # then, if its best record did not confirm being faster, the untuned schedule again
+    _, func = ecnn_function(module)
+    assert {line["workload"] for line in lines} == {tuning_db.workload_key(ms.tune_context._normalize_mod(func))}
+    assert 0 < measured["median_s"] < 1e9 and len(lines) <= 2
+
+    db = tmp_path / "db"
+    shutil.copytree(source, db)
+    (db / tuning_db.UNTUNED).write_text(json.dumps({**measured, "median_s": 1e-12}) + "\n")
+    records = AppliedRecords(db, HOST)
+    tuned = relax_pipeline(HOST, records)(module)
+    assert (records.applied, records.kept) == (0, 1), records.summary()
+    assert "1 kept their untuned schedule" in records.summary()
+    name, _ = ecnn_function(module)
+    assert tvm_ffi.structural_equal(tuned[name].body, relax_pipeline(HOST)(module)[name].body, map_free_vars=True)
+
+
+def int8_shift_conv_module() -> tvm.IRModule:
+    """One int8 kernel as ``tvm_ecnn.quantize`` makes them: grouped shift, 1x1 conv, requantize, ReLU."""
+    w = np.random.default_rng(0).integers(-127, 128, (16, 16, 1, 1)).astype("int8")
+    quant = dict(requant_scale=list(np.linspace(2e-3, 6e-3, 16)), requant_zero_point=-3, x_zero_point=5)
+    return build_module(lambda v: relay_ops.shift_conv2d(v, relax.const(w), activation="relu", **quant),
+                        [((1, 16, 8, 8), "int8")])
+
+
+def test_int8_records_apply_bit_exactly(tmp_path):
+    """``tune.py --dtype int8``: int8 kernels are tuned, their records apply at compile time, outputs unchanged."""
+    module = int8_shift_conv_module()
+    db = tuning.tune(module, HOST, tmp_path / "db", trials=BATCH, trials_per_batch=BATCH, seed=0, progress=False)
+    assert len(finished_records(db)) == BATCH
+    # make the untuned schedule look slow, so that the best record applies whatever the measurements were
+    line = (db / tuning_db.UNTUNED).read_text().splitlines()[0]
+    (db / tuning_db.UNTUNED).write_text(json.dumps({**json.loads(line), "median_s": 1.0}) + "\n")
+    records = AppliedRecords(db, HOST)
+    tuned = build(module, HOST, tuning_db=records)
+    assert records.applied == 1, records.summary()
+    x = tvm.runtime.tensor(np.random.default_rng(1).integers(-128, 128, (1, 16, 8, 8)).astype("int8"))
+    outputs = [relax.VirtualMachine(e, tvm.cpu())["main"](x).numpy() for e in (build(module, HOST), tuned)]
+    np.testing.assert_array_equal(outputs[1], outputs[0])
+
+
+def test_time_budget_spent_before_the_first_batch_stops_cleanly(module, tmp_path):
+    reports = []
+    tuning.tune(module, HOST, tmp_path / "db", time_budget_s=1e-3, progress=False, report=reports.append)
+    assert_no_popen_workers_left()
+    assert not finished_records(tmp_path / "db")
+    [report] = reports
+    assert "0 trials" in report and "ecnn_shift_conv2d" in report
+
+
+def test_time_budget_goes_to_the_heaviest_tasks_in_proportion_and_cuts_the_last_batch():
+    clock = tuning_budget.Clock(["big", "small", "no_flops"], [3.0, 1.0, 0.0], budget_s=1000)
+    assert clock.choose([0, 1, 2]) == 0  # nothing measured yet: the heaviest first
+    clock.batches = [2, 0, 0]
+    assert clock.choose([0, 1, 2]) == 0  # 3/4 of the weight: its third batch before small's first
+    clock.batches = [3, 0, 0]
+    assert clock.choose([0, 1, 2]) == 1
+    assert clock.choose([2]) == -1  # no FLOPs, no time
+    # 3 batches of 10 candidates took 300 s, 240 of them building and running: 8 s a candidate, 20 s besides
+    clock.phases.update(build=200.0, run=40.0)
+    clock.spent, clock.trials = [300.0, 0.0, 0.0], [30, 0, 0]
+    clock.start = time.monotonic() - 899  # 101 s left
+    assert clock.choose([0, 1]) == 1 and clock.batch_cap == 10  # (101 - 20) / 8
+    clock.start = time.monotonic() - 960  # 40 s left: fewer than MIN_BATCH candidates fit
+    assert clock.choose([0, 1]) == -1
+
+
+def test_tune_script_refuses_a_bad_time_budget():
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "tune.py"), "--target", "host",
+                           "--time-budget", "0"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--time-budget must be a positive number of minutes" in proc.stderr
 
 
 def test_tuning_for_another_architecture_needs_a_device(module, tmp_path):

@@ -6,10 +6,14 @@ Why not ``ms.relax_integration.tune_relax``: it would tune the wrong module and 
 
 * Tasks come from ``pipeline.tuning_passes`` (our pipeline up to where it applies the database), so the database
   keys are the fused functions ``build`` looks up (notes bug D / F5).
-* A kernel our hand schedules cover gets a design space holding the hand schedule (with a sampled unroll depth)
-  next to TVM's generic sketches, and the plain hand schedule is its first trial: the database always holds that
-  baseline, so the record ``build`` applies is never slower than it as measured. A hand schedule that edits the IR
-  outside MetaSchedule's trace language cannot be a record; that kernel keeps it and is not tuned.
+* Every kernel's untuned schedule (its hand schedule, or on CPUs its default one: what ``build`` gives it without
+  a database) is its first trial, and is measured into ``untuned_baselines.json``; ``build`` applies a record only
+  if it measured faster (``tuning_db.AppliedRecords``), so a tuned build is never slower than the untuned one as
+  measured. When its trace replays, that schedule is also a record and a sketch of the design space (with a sampled
+  unroll depth) next to TVM's generic ones; one that edits the IR outside MetaSchedule's trace language is only
+  the baseline.
+* ``trials`` and/or ``time_budget_s`` end the run; a time budget is split over the kernels by FLOPs x calls
+  (:mod:`tvm_ecnn.tuning_budget`, which also reports trials/s and where the time went).
 * Candidates are exported as ``.so`` with the target's cross linker (a phone has no linker) by a builder that
   skips the 40 s ``tvm.s_tir.tensor_intrin`` import (bug B), which ``TuneContext`` is also kept from doing.
 * Every finished batch is committed before the next task is chosen, and ``trials`` counts what the database
@@ -36,8 +40,8 @@ import statistics
 import sys
 import tempfile
 import threading
+import time
 import types
-import warnings
 from pathlib import Path
 
 import tvm
@@ -48,11 +52,18 @@ from tvm.s_tir import meta_schedule as ms
 
 import targets as _targets
 
-from .tuning_db import open_for_tuning
+from .tuning_budget import Clock, task_weights
+from .tuning_confirm import BUDGET_SHARE as CONFIRM_SHARE
+from .tuning_confirm import confirm
+from .tuning_db import append_untuned, open_for_tuning, read_untuned, workload_key
 
 DEFAULT_TRIALS_PER_BATCH = 32
+# Under a time budget alone: smaller batches and a smaller evolving population (MetaSchedule's 512 costs ~50 s of
+# search per batch on a loaded 2-core host), so that minutes reach more kernels.
+BUDGET_TRIALS_PER_BATCH, BUDGET_POPULATION = 16, 128
 DEFAULT_SESSION_TIMEOUT_S = 120.0  # one measurement on a device, waiting for it included
 _UNROLL_STEPS = [0, 16, 64, 512]  # what TVM's ParallelizeVectorizeUnroll rule samples on CPUs
+_MAX_TRIALS = 1 << 30  # MetaSchedule's trial limit when only a time budget ends the run
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -154,11 +165,24 @@ def replay_hand_schedule(sch: tvm.s_tir.Schedule, target: tvm.target.Target) -> 
     return apply_hand_schedule(sch, target)
 
 
-def _hand_sketch(target: tvm.target.Target):
-    """The hand schedule as a MetaSchedule sketch whose one free choice is the unroll depth."""
+def _untuned(mod: tvm.IRModule, target: tvm.target.Target):
+    """(the function applying the schedule ``build`` gives this kernel without a database: its hand schedule or, on
+    CPUs, its default schedule; that schedule, traced), or (None, None) when it stays unscheduled."""
+    from .compiler_pass.apply_default_cpu_schedules import default_rule
+
+    hand = tvm.s_tir.Schedule(mod)
+    if replay_hand_schedule(hand, target):
+        return replay_hand_schedule, hand
+    if target.kind.name == "llvm":
+        return default_rule(mod["main"], target)
+    return None, None
+
+
+def _untuned_sketch(apply, target: tvm.target.Target):
+    """The untuned schedule as a MetaSchedule sketch whose one free choice is the unroll depth."""
 
     def sketch(sch: tvm.s_tir.Schedule) -> tvm.s_tir.Schedule:
-        replay_hand_schedule(sch, target)
+        apply(sch, target)
         root = sch.get_sblock("root")
         step = sch.sample_categorical(_UNROLL_STEPS, [1 / len(_UNROLL_STEPS)] * len(_UNROLL_STEPS))
         sch.annotate(root, "meta_schedule.unroll_explicit", step)
@@ -178,31 +202,26 @@ def _replays(sch: tvm.s_tir.Schedule, mod: tvm.IRModule) -> bool:
     return tvm_ffi.structural_equal(fresh.mod, sch.mod)
 
 
+class _Baseline:
+    """A kernel's untuned schedule, measured in its task's first batch: into ``untuned_baselines.json`` (what
+    ``AppliedRecords`` compares records with) and, when its trace :func:`_replays`, as a record too."""
+
+    def __init__(self, sch: tvm.s_tir.Schedule, replayable: bool):
+        self.candidate = ms.MeasureCandidate(sch, ms.arg_info.ArgInfo.from_entry_func(sch.mod))
+        self.replayable = replayable
+
+
 def _space(mod: tvm.IRModule, target: tvm.target.Target):
-    """(design space, the plain hand schedule as a first candidate): TVM's generic sketches, plus the hand sketch
-    for functions our schedules cover; (None, None) when the hand schedule cannot be a record, so that the function
-    keeps it (a tuned record, applied first, could only replace it blindly)."""
-    hand = tvm.s_tir.Schedule(mod)
-    if not replay_hand_schedule(hand, target):
-        return ms.space_generator.PostOrderApply(), None
-    if not _replays(hand, mod):
-        return None, None
-    space = ms.space_generator.SpaceGeneratorUnion(
-        [ms.space_generator.ScheduleFn(_hand_sketch(target)), ms.space_generator.PostOrderApply()])
-    return space, ms.MeasureCandidate(hand, ms.arg_info.ArgInfo.from_entry_func(hand.mod))
-
-
-def _tunable_tasks(prepared: tvm.IRModule, target: tvm.target.Target) -> list:
-    """(task, design space, hand schedule candidate or None) for every kernel MetaSchedule may take over."""
-    found = []
-    for task in ms.relax_integration.extract_tasks(prepared, target):
-        space, hand = _space(task.dispatched[0], target)
-        if space is None:
-            warnings.warn(f"{task.task_name} keeps its hand schedule: it is not expressible as a MetaSchedule trace, "
-                          "so it is not tuned", stacklevel=3)
-        else:
-            found.append((task, space, hand))
-    return found
+    """(design space, :class:`_Baseline` or None): TVM's generic sketches, plus the untuned schedule as a sketch
+    when its trace can be a record."""
+    generic = ms.space_generator.PostOrderApply()
+    apply, sch = _untuned(mod, target)
+    if apply is None:
+        return generic, None
+    if not _replays(sch, mod):
+        return generic, _Baseline(sch, replayable=False)
+    sketches = [ms.space_generator.ScheduleFn(_untuned_sketch(apply, target)), generic]
+    return ms.space_generator.SpaceGeneratorUnion(sketches), _Baseline(sch, replayable=True)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -210,21 +229,24 @@ def _tunable_tasks(prepared: tvm.IRModule, target: tvm.target.Target) -> list:
 
 
 class _Budget:
-    """Trials left for this run, shared by every task's search strategy."""
+    """Trials left for this run, shared by every task's search strategy (``math.inf`` under a time budget alone)."""
 
-    def __init__(self, trials: int):
+    def __init__(self, trials: float):
         self.left = trials
 
 
 @derived_object
 class _BudgetedSearch(ms.search_strategy.PySearchStrategy):
     """Evolutionary search that never overshoots the shared budget (MetaSchedule only checks it between
-    batches) and measures ``first`` (the hand schedule) in the task's first batch."""
+    batches), measures ``baseline`` (the untuned schedule) in the task's first batch and hands its result to
+    ``on_baseline``, and books its time as search."""
 
-    def __init__(self, budget: _Budget, first: ms.MeasureCandidate | None):
-        self.inner = ms.search_strategy.EvolutionarySearch()
-        self.budget = budget
-        self.first = first
+    def __init__(self, budget: _Budget, clock, baseline: _Baseline | None, on_baseline, population: int = 512):
+        self.inner = ms.search_strategy.EvolutionarySearch(population_size=population,
+                                                           init_min_unmeasured=min(50, population // 4))
+        self.budget, self.clock, self.baseline, self.on_baseline = budget, clock, baseline, on_baseline
+        self.population = population
+        self.sent: _Baseline | None = None
 
     def _initialize_with_tune_context(self, context) -> None:
         self.inner._initialize_with_tune_context(context)
@@ -238,26 +260,34 @@ class _BudgetedSearch(ms.search_strategy.PySearchStrategy):
     def generate_measure_candidates(self):
         if self.budget.left <= 0:
             return None
-        candidates = list(self.inner.generate_measure_candidates() or [])
-        if self.first is not None:
-            candidates, self.first = [self.first, *candidates], None
-        candidates = candidates[: self.budget.left]
-        self.budget.left -= len(candidates)
-        return candidates or None
+        with self.clock.timed("search"):
+            found = list(self.inner.generate_measure_candidates() or [])
+        head = []
+        if self.baseline is not None:
+            self.sent, self.baseline = self.baseline, None
+            head = [self.sent.candidate]
+            self.budget.left -= self.sent.replayable  # only what becomes a record counts as a trial
+        found = found[: min(len(found), self.budget.left, max(self.clock.batch_cap - len(head), 0))]
+        self.budget.left -= len(found)
+        return head + found or None
 
     def notify_runner_results(self, measure_candidates, results) -> None:
+        if self.sent is not None and measure_candidates and measure_candidates[0].same_as(self.sent.candidate):
+            self.on_baseline(results[0])
+            self.sent = None
         self.inner.notify_runner_results(measure_candidates, results)
 
     def clone(self):
-        return _BudgetedSearch(self.budget, self.first)
+        return _BudgetedSearch(self.budget, self.clock, self.baseline, self.on_baseline, self.population)
 
 
 class _Stats:
-    """Each task's best latency after each of its finished batches (seeded from the database): what the progress
-    bar shows and what the task scheduler steers by."""
+    """Each task's best latency after each of its finished batches (seeded from the database, untuned schedules
+    included: ``build`` falls back to them): what the progress bar shows and what the task scheduler steers by."""
 
-    def __init__(self, best: dict[int, float]):
-        self.history = {i: [secs] for i, secs in best.items()}
+    def __init__(self, best: dict[int, float], untuned: dict[int, float]):
+        self.untuned = dict(untuned)
+        self.history = {i: [min(best.get(i, math.inf), untuned.get(i, math.inf))] for i in {*best, *untuned}}
         self.failed = 0
 
     def record(self, task_id: int, results) -> None:
@@ -267,20 +297,21 @@ class _Stats:
         history.append(min([history[-1] if history else math.inf, *valid]))
 
     def best(self) -> dict[int, float]:
-        return {i: h[-1] for i, h in self.history.items() if h[-1] < math.inf}
+        return {i: h[-1] for i, h in self.history.items() if h[-1] < 1e9}
 
 
 @derived_object
 class _EagerGradientScheduler(ms.task_scheduler.PyTaskScheduler):
-    """MetaSchedule's ``GradientBased`` task choice (a first pass over the tasks, then the task whose weighted best
-    latency falls fastest), but every finished batch is committed to the database before each choice: the stock
-    one commits nothing during its first pass, so a kill then loses a whole pass of measurements."""
+    """MetaSchedule's ``GradientBased`` task choice (a first pass over the tasks, heaviest first, then the task whose
+    weighted best latency falls fastest), or under a time budget the clock's (``Clock.choose``), but every finished batch is
+    committed to the database before each choice: the stock one commits nothing during its first pass, so a kill
+    then loses a whole pass of measurements."""
 
     ALPHA, WINDOW = 0.2, 3  # GradientBased's defaults
 
-    def __init__(self, stats: _Stats, seed: int | None):
+    def __init__(self, stats: _Stats, clock: Clock, seed: int | None):
         super().__init__()
-        self.stats = stats
+        self.stats, self.clock = stats, clock
         self.picked: set[int] = set()
         self.rng = random.Random(seed)
 
@@ -299,17 +330,27 @@ class _EagerGradientScheduler(ms.task_scheduler.PyTaskScheduler):
             scheduler.touch_task(i)  # joins the task's batch if it has finished: its records reach the database
             if not task.is_terminated:
                 alive.append(i)
+        self.clock.settle()
+        choice = self._choose(scheduler, alive)
+        for i in [choice] if choice >= 0 else alive:  # on the way out, what is still running (RPC) reaches the db
+            if scheduler.tasks_[i].runner_futures is not None:
+                scheduler.join_running_task(i)
+        if choice >= 0:
+            self.clock.begin(choice)
+        return choice
+
+    def _choose(self, scheduler, alive: list[int]) -> int:
         if not alive:
             return -1
+        if self.clock.budget_s is not None:
+            return self.clock.choose(alive)
         fresh = [i for i in alive if i not in self.picked]
-        if fresh:
-            choice = fresh[0]
+        if fresh:  # the first pass, heaviest kernels (FLOPs x calls) first: a short run tunes what matters
+            choice = max(fresh, key=lambda i: self.clock.weights[i])
         else:
             grads = [self._gradient(i, float(scheduler.tasks_[i].task_weight)) for i in alive]
             choice = alive[grads.index(max(grads))] if max(grads) != min(grads) else self.rng.choice(alive)
         self.picked.add(choice)
-        if scheduler.tasks_[choice].runner_futures is not None:
-            scheduler.join_running_task(choice)
         return choice
 
 
@@ -318,14 +359,17 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
     """tqdm bar: trials done / total, the best end-to-end kernel time so far (each task's best times its number of
     calls, summed) and the trials of this run that failed to build or run (details in the log)."""
 
-    def __init__(self, bar, weights: list[float], stats: _Stats):
-        self.bar, self.weights, self.stats = bar, weights, stats
+    def __init__(self, bar, weights: list[float], stats: _Stats, clock: Clock, is_record):
+        self.bar, self.weights, self.stats, self.clock, self.is_record = bar, weights, stats, clock, is_record
         self._show()
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
-        measured = [r for b, r in zip(builder_results, runner_results, strict=True) if not _dropped(b, r)]
-        self.stats.record(task_id, measured)
-        self.bar.update(len(measured))
+        measured = [(c, r) for c, b, r in zip(measure_candidates, builder_results, runner_results, strict=True)
+                    if not _dropped(b, r)]
+        self.stats.record(task_id, [r for _, r in measured])
+        trials = sum(1 for c, _ in measured if self.is_record(c))
+        self.clock.measured(task_id, trials)
+        self.bar.update(trials)
         self._show()
 
     def _show(self) -> None:
@@ -383,26 +427,35 @@ def _cancel(future) -> None:
 
 @derived_object
 class _DroppableBuilder(ms.builder.PyBuilder):
-    """``LocalBuilder``'s parallel build of a batch (fresh popen workers per batch) with :func:`build_candidate`,
-    which the guard can stop midway (``LocalBuilder`` would restart a worker for every candidate left)."""
+    """``LocalBuilder``'s parallel build of a batch with :func:`build_candidate`, which the guard can stop midway
+    (``LocalBuilder`` would restart a worker for every candidate left). Its popen workers live for the whole run:
+    ``LocalBuilder`` starts fresh ones per batch, each paying ``import tvm`` (which imports torch: 3-12 s)."""
 
-    def __init__(self, guard: _Guard, timeout_sec: float, max_workers: int | None = None):
+    def __init__(self, guard: _Guard, clock: Clock, timeout_sec: float, max_workers: int | None = None):
         super().__init__()
-        self.guard, self.timeout_sec, self.max_workers = guard, timeout_sec, max_workers or ms.utils.cpu_count()
+        self.guard, self.clock, self.timeout_sec = guard, clock, timeout_sec
+        self.max_workers = max_workers or ms.utils.cpu_count()
+        self.pool = None
 
     def build(self, build_inputs):
+        with self.clock.timed("build"):
+            return self._build(build_inputs)
+
+    def _build(self, build_inputs):
         from tvm.support.popen_pool import PopenPoolExecutor
 
         if self.guard.reason is not None:
             return [ms.builder.BuilderResult(None, DROPPED) for _ in build_inputs]
-        pool = PopenPoolExecutor(max_workers=self.max_workers, timeout=self.timeout_sec)
-        self.guard.pools.append(pool)
-        try:
-            futures = [pool.submit(build_candidate, i.mod, i.target) for i in build_inputs]
-            return [self._result(future) for future in futures]
-        finally:
-            self.guard.pools.remove(pool)
-            pool.shutdown()
+        if self.pool is None:  # a worker that times out is killed, and restarted for the next candidate
+            self.pool = PopenPoolExecutor(max_workers=self.max_workers, timeout=self.timeout_sec)
+            self.guard.pools.append(self.pool)
+        futures = [self.pool.submit(build_candidate, i.mod, i.target) for i in build_inputs]
+        return [self._result(future) for future in futures]
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.guard.pools.remove(self.pool)
+            self.pool.shutdown()
 
     def _result(self, future):
         if self.guard.reason is not None and not future.done():
@@ -447,11 +500,15 @@ class _GuardedRunner(ms.runner.PyRunner):
     """Sends candidates one at a time to ``inner`` (``LocalRunner`` measures each inside ``run``), none after the
     guard stops."""
 
-    def __init__(self, inner, guard: _Guard, device_lost):
+    def __init__(self, inner, guard: _Guard, device_lost, clock: Clock):
         super().__init__()
-        self.inner, self.guard, self.device_lost = inner, guard, device_lost
+        self.inner, self.guard, self.device_lost, self.clock = inner, guard, device_lost, clock
 
     def run(self, runner_inputs):
+        with self.clock.timed("run"):  # LocalRunner measures inside run; an RPC runner's waits count as "other"
+            return self._run(runner_inputs)
+
+    def _run(self, runner_inputs):
         futures = []
         for runner_input in runner_inputs:
             if self.guard.reason is not None:
@@ -470,15 +527,20 @@ class _GuardedRunner(ms.runner.PyRunner):
 
 @derived_object
 class _CommitMeasured(ms.measure_callback.PyMeasureCallback):
-    """MetaSchedule's ``AddToDatabase`` (failures recorded as 1e10 s), minus the dropped candidates: they were not
-    measured, so they must neither count toward the trials nor be kept from a rerun as failures."""
+    """MetaSchedule's ``AddToDatabase`` (failures recorded as 1e10 s), minus the dropped candidates (they were not
+    measured, so they must neither count toward the trials nor be kept from a rerun as failures) and the untuned
+    schedules whose trace cannot be a record (``is_record``)."""
+
+    def __init__(self, is_record):
+        super().__init__()
+        self.is_record = is_record
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
         task = task_scheduler.tasks_[task_id].ctx
         database = task_scheduler.database_
         workload = database.commit_workload(task.mod)
         for candidate, built, result in zip(measure_candidates, builder_results, runner_results, strict=True):
-            if _dropped(built, result):
+            if _dropped(built, result) or not self.is_record(candidate):
                 continue
             run_secs = [float(s) for s in result.run_secs] if result.run_secs is not None else [1e10]
             database.commit_tuning_record(ms.database.TuningRecord(
@@ -491,6 +553,17 @@ def _dropped(built, result) -> bool:
 
 # ------------------------------------------------------------------------------------------------------------------
 # Database
+
+
+def _to_confirm(database, workloads, tasks, spaces, stats) -> list:
+    """(name, workload, untuned candidate, best record) of each kernel whose best record measured faster than its
+    untuned schedule, and is not that schedule (:mod:`tvm_ecnn.tuning_confirm`)."""
+    found = []
+    for i, workload in enumerate(workloads):
+        top, baseline = database.get_top_k(workload, 1), spaces[i][1]
+        if top and baseline is not None and _median_s(top[0].run_secs) < stats.untuned.get(i, -math.inf):
+            found.append((tasks[i].task_name, workload, baseline.candidate, top[0]))
+    return found
 
 
 def _history(database, workloads) -> tuple[list[int], dict[int, float]]:
@@ -631,11 +704,16 @@ def _workers_import_us():
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def tune(mod: tvm.IRModule, target, tuning_db, *, trials: int, rpc_tracker: str | None = None,
-         rpc_key: str | None = None, runner_workers: int | None = None, seed: int | None = None,
-         trials_per_batch: int = DEFAULT_TRIALS_PER_BATCH, session_timeout: float = DEFAULT_SESSION_TIMEOUT_S,
-         progress: bool = True) -> Path:
-    """Tune ``mod`` for ``target`` until ``tuning_db`` holds ``trials`` trials of its tasks; returns the folder.
+def tune(mod: tvm.IRModule, target, tuning_db, *, trials: int | None = None, time_budget_s: float | None = None,
+         rpc_tracker: str | None = None, rpc_key: str | None = None, runner_workers: int | None = None,
+         seed: int | None = None, trials_per_batch: int | None = None,
+         session_timeout: float = DEFAULT_SESSION_TIMEOUT_S, progress: bool = True, report=None) -> Path:
+    """Tune ``mod`` for ``target`` until ``tuning_db`` holds ``trials`` trials of its tasks, or for ``time_budget_s``
+    seconds more (split over the kernels by FLOPs x calls, see :mod:`tvm_ecnn.tuning_budget`; the batch in flight
+    at the deadline is not started), whichever ends first; returns the folder. ``report``, if given, is called
+    with the run's summary (trials/s, where the time went, per kernel), also when tuning stops early.
+    ``trials_per_batch``: default ``DEFAULT_TRIALS_PER_BATCH``, or ``BUDGET_TRIALS_PER_BATCH`` (with a smaller
+    search population) under a time budget alone.
 
     Measures locally, or on the devices registered under ``rpc_key`` at ``rpc_tracker`` ("HOST:PORT"), one
     runner worker per device unless ``runner_workers`` says otherwise; a measurement that gets no answer from the
@@ -644,10 +722,18 @@ def tune(mod: tvm.IRModule, target, tuning_db, *, trials: int, rpc_tracker: str 
     """
     from .pipeline import tuning_passes  # relay_ops, schedules, passes: not for the builder workers
 
-    if trials < 1 or trials_per_batch < 1:
+    if trials is None and time_budget_s is None:
+        raise ValueError("give a number of trials, a time budget or both")
+    quick = trials is None  # minutes, not trials: smaller batches and population
+    if trials_per_batch is None:
+        trials_per_batch = BUDGET_TRIALS_PER_BATCH if quick else DEFAULT_TRIALS_PER_BATCH
+    if (trials is not None and trials < 1) or trials_per_batch < 1:
         raise ValueError(f"trials and trials_per_batch must be positive, got {trials} and {trials_per_batch}")
+    if time_budget_s is not None and not time_budget_s > 0:
+        raise ValueError(f"time_budget_s must be a positive number of seconds, got {time_budget_s!r}")
     if not session_timeout > 0:
         raise ValueError(f"session_timeout must be a positive number of seconds, got {session_timeout!r}")
+    start = time.monotonic()  # the time budget counts from here
     target = _targets.get_target(target)
     make_runner, device_lost = _runner_factory(target, rpc_tracker, rpc_key, runner_workers, session_timeout)
     tuning_db = Path(tuning_db).expanduser().resolve()
@@ -655,38 +741,71 @@ def tune(mod: tvm.IRModule, target, tuning_db, *, trials: int, rpc_tracker: str 
 
     with (_essential_intrinsics(target), _logging_to(tuning_db / "logs" / "tuning.log"), _workers_import_us(),
           _reaping_popen_workers()):
-        tasks = _tunable_tasks(tuning_passes(target)(mod), target)
+        tasks = ms.relax_integration.extract_tasks(tuning_passes(target)(mod), target)
         if not tasks:
             raise ValueError("the module has no kernels MetaSchedule may tune")
+        scheduling_s = None if time_budget_s is None else time_budget_s * (1 - CONFIRM_SHARE)
+        clock = Clock([t.task_name for t in tasks], task_weights(tasks), scheduling_s, start)
+        spaces = [_space(task.dispatched[0], target) for task in tasks]
         database = open_for_tuning(tuning_db, target)
-        counts, best = _history(database, [database.commit_workload(task.dispatched[0]) for task, _, _ in tasks])
+        workloads = [database.commit_workload(task.dispatched[0]) for task in tasks]
+        counts, best = _history(database, workloads)
+        measured = read_untuned(tuning_db)
+        untuned = {i: measured[k] for i, w in enumerate(workloads) if (k := workload_key(w.mod)) in measured}
         done = sum(counts)
-        budget = _Budget(trials - done)
+        budget = _Budget(math.inf if trials is None else trials - done)
         if budget.left <= 0:
             return tuning_db
+        stats = _Stats(best, untuned)
+
+        def on_baseline(i: int):
+            def record(result) -> None:
+                if DROPPED not in str(result.error_msg):
+                    run_secs = result.run_secs if result.error_msg is None else None
+                    stats.untuned[i] = append_untuned(tuning_db, workloads[i].mod, tasks[i].task_name, run_secs)
+            return record
+
+        not_records = [b.candidate for _, b in spaces if b is not None and not b.replayable]
+
+        def is_record(candidate) -> bool:
+            return not any(candidate.same_as(c) for c in not_records)
+
         contexts = [
             ms.TuneContext(task.dispatched[0], target=target, space_generator=space, task_name=task.task_name,
-                           # the hand schedule is measured first, unless a resumed task has it already
-                           search_strategy=_BudgetedSearch(budget, first=hand if count == 0 else None),
+                           # the untuned schedule is measured first, unless a resumed task has it already
+                           search_strategy=_BudgetedSearch(budget, clock, None if i in untuned else baseline,
+                                                           on_baseline(i), BUDGET_POPULATION if quick else 512),
                            rand_state=rand_state, logger=logging.getLogger(f"tvm.s_tir.meta_schedule.task_{i}"))
-            for i, ((task, space, hand), count, rand_state)
-            in enumerate(zip(tasks, counts, ms.utils.fork_seed(seed, len(tasks)), strict=True))
+            for i, (task, (space, baseline), rand_state)
+            in enumerate(zip(tasks, spaces, ms.utils.fork_seed(seed, len(tasks)), strict=True))
         ]
-        weights = [float(task.weight) for task, _, _ in tasks]
-        stats = _Stats(best)
+        calls = [float(task.weight) for task in tasks]
         guard = _Guard(budget)
-        runner = _GuardedRunner(make_runner(), guard, device_lost)
+        confirmed = []
+        runner = _GuardedRunner(make_runner(), guard, device_lost, clock)
+        builder = _DroppableBuilder(guard, clock, timeout_sec=120)
+        clock.phases["setup"] = clock.elapsed()
         try:
             with (tqdm(total=trials, initial=done, unit="trial", desc=f"tuning {target.tag or target.kind.name}",
                        disable=not progress) as bar, _stopping_on_interrupt(guard)):
                 ms.tune_tasks(
-                    tasks=contexts, task_weights=weights, work_dir=str(tuning_db), max_trials_global=budget.left,
-                    num_trials_per_iter=min(trials_per_batch, budget.left),
-                    builder=_DroppableBuilder(guard, timeout_sec=120), runner=runner, database=database,
-                    cost_model="xgb", task_scheduler=_EagerGradientScheduler(stats, seed),
-                    measure_callbacks=[_CommitMeasured(), ms.measure_callback.RemoveBuildArtifact(),
-                                       ms.measure_callback.UpdateCostModel(), _Progress(bar, weights, stats)])
+                    tasks=contexts, task_weights=calls, work_dir=str(tuning_db),
+                    max_trials_global=_MAX_TRIALS if quick else budget.left,
+                    num_trials_per_iter=trials_per_batch if quick else min(trials_per_batch, budget.left),
+                    builder=builder, runner=runner, database=database,
+                    cost_model="xgb", task_scheduler=_EagerGradientScheduler(stats, clock, seed),
+                    measure_callbacks=[_CommitMeasured(is_record), ms.measure_callback.RemoveBuildArtifact(),
+                                       ms.measure_callback.UpdateCostModel(),
+                                       _Progress(bar, calls, stats, clock, is_record)])
+            if guard.reason is None:
+                with clock.timed("confirm"):
+                    confirmed = confirm(_to_confirm(database, workloads, tasks, spaces, stats), builder, runner,
+                                        target, tuning_db)
         finally:
             runner.close()
+            builder.close()
+            clock.settle()
+            if report is not None:
+                report("\n".join([clock.report(stats.untuned, stats.best()), *confirmed]))
         guard.raise_reason(tuning_db)
     return tuning_db

@@ -9,16 +9,22 @@ host are applied to ARM kernels without a word. Here:
 * any other line that is not a record is an error naming the file and line;
 * records tuned for another target (kind, ``mtriple``, ``mcpu``, ``device``) are refused: a compile finds none for
   its target, a tune may not mix them into its own;
-* :class:`AppliedRecords` counts what the compile applied ("tuning records applied: N of M kernels"); none at all
-  from a database holding records for the target means another model, input shape or dtype, and is an error.
+* :class:`AppliedRecords` counts what the compile applied ("tuning records applied: N of M kernels"); no kernel
+  of the model among the database's workloads means another model, input shape or dtype, and is an error.
+* The tuner also measures each kernel's untuned schedule (the hand or default schedule ``build`` gives it without a
+  database) into ``untuned_baselines.json``; a record applies only if it measured faster than that, so a tuned
+  build is never slower than the untuned one as measured (an untuned schedule outside MetaSchedule's trace
+  language is never a record, and without its baseline the best record of a noisy search could replace it).
 """
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
 import tvm
+import tvm_ffi
 from tvm import relax
 from tvm.s_tir import meta_schedule as ms
 
@@ -26,6 +32,7 @@ from .error_text import error_line
 
 WORKLOADS = "database_workload.json"
 RECORDS = "database_tuning_record.json"
+UNTUNED = "untuned_baselines.json"
 _TARGET_FIELDS = ("mtriple", "mcpu", "device")
 
 
@@ -102,11 +109,39 @@ def read(folder, *, repair: bool = False) -> Contents:
     return Contents(folder, workloads, records)
 
 
+def workload_key(mod: tvm.IRModule) -> str:
+    """How ``untuned_baselines.json`` names a workload: its structural hash, as MetaSchedule's own matching."""
+    return f"{tvm_ffi.structural_hash(mod):016x}"
+
+
+def read_untuned(folder, *, repair: bool = False) -> dict[str, float]:
+    """{workload key: median seconds its untuned schedule measured} (1e10 if it failed to build or run)."""
+    path = Path(folder) / UNTUNED
+    found = {}
+    for number, item in _lines(path, repair):
+        try:
+            found[str(item["workload"])] = float(item["median_s"])
+        except (TypeError, KeyError, ValueError):
+            raise ValueError(f"{path}:{number}: not an untuned baseline ({{\"workload\", \"median_s\"}} expected); "
+                             "remove the line (scripts/tune.py measures it again)") from None
+    return found
+
+
+def append_untuned(folder: Path, workload_mod: tvm.IRModule, task_name: str, run_secs) -> float:
+    """Record (and return) the median seconds a kernel's untuned schedule measured (``run_secs`` None: it failed,
+    1e10 as MetaSchedule records failures), one line per kernel."""
+    secs = statistics.median(float(s) for s in run_secs) if run_secs else 1e10
+    with open(Path(folder) / UNTUNED, "a") as out:
+        out.write(json.dumps({"workload": workload_key(workload_mod), "task": task_name, "median_s": secs}) + "\n")
+    return secs
+
+
 def open_for_tuning(folder: Path, target: tvm.target.Target) -> ms.database.JSONDatabase:
     """The database the tuner appends to, created if missing, after :func:`read` has repaired and checked it; one
     holding records for another target is refused (its trial counts and best records would mix targets)."""
     folder.mkdir(parents=True, exist_ok=True)
     others = read(folder, repair=True).other_targets(target)
+    read_untuned(folder, repair=True)
     if others:
         raise ValueError(f"tuning database {folder} holds records tuned for {'; '.join(others)}, not for "
                          f"{describe(target)}: tune into another --tuning-db folder")
@@ -115,7 +150,8 @@ def open_for_tuning(folder: Path, target: tvm.target.Target) -> ms.database.JSON
 
 class AppliedRecords:
     """The records of ``folder`` for ``target``, read and checked now (a wrong path or file fails before the long
-    compile starts), as a pass that applies them and counts what it applied: ``applied`` of ``kernels``."""
+    compile starts), as a pass that applies them and counts what it applied: ``applied`` of ``kernels``; ``kept``
+    kernels had records, none faster than their untuned schedule."""
 
     def __init__(self, folder, target: tvm.target.Target):
         contents = read(folder)
@@ -125,12 +161,15 @@ class AppliedRecords:
             raise ValueError(f"tuning database {self.folder} was tuned for {'; '.join(contents.other_targets(target))}"
                              f", not for {describe(target)}: its records do not apply to this target; tune for it "
                              "(scripts/tune.py --target ...) into another folder")
-        self.database = ms.database.MemoryDatabase()
+        untuned = read_untuned(self.folder)
+        self.tuned, self.database = ms.database.MemoryDatabase(), ms.database.MemoryDatabase()
         for record in records:
-            self.database.commit_workload(record.workload.mod)
-            self.database.commit_tuning_record(record)
+            self.tuned.commit_workload(record.workload.mod)
+            if _median(record) < untuned.get(workload_key(record.workload.mod), float("inf")):
+                self.database.commit_workload(record.workload.mod)
+                self.database.commit_tuning_record(record)
         self.available = len(records)
-        self.applied = self.kernels = None
+        self.applied = self.kernels = self.kept = None
 
     def apply_pass(self) -> tvm.transform.Pass:
         @tvm.transform.module_pass(opt_level=0, name="EcnnApplyTuningRecords")
@@ -141,7 +180,10 @@ class AppliedRecords:
                 tuned = relax.transform.MetaScheduleApplyDatabase()(mod)
             self.kernels = len(kernels)
             self.applied = sum(1 for g in kernels if g not in scheduled_before and _scheduled(tuned[g]))
-            if self.available and not self.applied:
+            matched = sum(1 for g in kernels if g not in scheduled_before
+                          and self.tuned.has_workload(ms.tune_context._normalize_mod(mod[g])))
+            self.kept = matched - self.applied
+            if self.available and not matched:
                 raise ValueError(f"none of the {self.available} records in tuning database {self.folder} matches a "
                                  "kernel of this model: it was tuned for another model, input shape or dtype; tune "
                                  "this one (scripts/tune.py with the same --model, --input-shape and --dtype)")
@@ -150,7 +192,12 @@ class AppliedRecords:
         return _apply
 
     def summary(self) -> str:
-        return f"tuning records applied: {self.applied} of {self.kernels} kernels (from {self.folder})"
+        kept = f"; {self.kept} kept their untuned schedule (it measured faster)" if self.kept else ""
+        return f"tuning records applied: {self.applied} of {self.kernels} kernels{kept} (from {self.folder})"
+
+
+def _median(record: ms.database.TuningRecord) -> float:
+    return statistics.median(float(s) for s in record.run_secs)
 
 
 def _valid(record: ms.database.TuningRecord) -> bool:

@@ -18,17 +18,24 @@ from .schedule_unscheduled import schedule_unscheduled
 _log = logging.getLogger(__name__)
 
 
-def default_schedule(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> tvm.tirx.PrimFunc | None:
-    """The first of ``generic_cpu.RULES`` that schedules ``func`` without error, or None: a failed
-    rule starts over from the unscheduled function, so unscheduled (slow, correct) is the worst case."""
+def default_rule(func: tvm.tirx.PrimFunc, target: tvm.target.Target):
+    """(the first of ``generic_cpu.RULES`` that schedules ``func`` without error, the traced schedule it made), or
+    (None, None): a failed rule starts over from the unscheduled function, so unscheduled (slow, correct) is the
+    worst case. The rule and its trace are what MetaSchedule measures as this kernel's untuned baseline."""
     for rule in generic_cpu.RULES:
         sch = Schedule(func)
         try:
             if rule(sch, target):
-                return sch.mod["main"]
+                return rule, sch
         except Exception as error:  # noqa: BLE001  (never fail the compile over a default schedule)
             _log.debug("%s failed: %s", rule.__name__, error)
-    return None
+    return None, None
+
+
+def default_schedule(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> tvm.tirx.PrimFunc | None:
+    """``func`` scheduled by its :func:`default_rule`, or None."""
+    sch = default_rule(func, target)[1]
+    return None if sch is None else sch.mod["main"]
 
 
 @tvm.transform.module_pass(opt_level=0, name="ApplyDefaultCpuSchedules")
