@@ -155,14 +155,27 @@ def test_active_shift2d_input_grad_is_the_opposite_shift():
     np.testing.assert_allclose(x.grad.numpy(), active_shift_ref(grad.numpy(), -offsets.numpy()), atol=1e-12)
 
 
+@pytest.mark.parametrize("call", [active_shift2d, torch.ops.ecnn.active_shift2d], ids=["eager", "custom-op"])
 @pytest.mark.parametrize("stride, padding", [(1, 0), (2, 2)])
-def test_active_shift2d_offset_grad_at_integers_follows_floor(stride, padding):
+def test_active_shift2d_offset_grad_at_integers_follows_floor(stride, padding, call):
     x = _randn(2, 4, 5, 5)
-    offsets = torch.tensor([[0.0, 0.0], [1.0, -2.0], [-1.0, 3.0], [6.0, 0.0]], requires_grad=True)
+    offsets = torch.tensor([[0.0, 0.0], [1.0, -2.0], [-1.0, 3.0], [6.0, 0.5]], requires_grad=True)
     grad = _randn(*active_shift2d(x, offsets, stride, padding).shape, seed=6)
-    active_shift2d(x, offsets, stride, padding).backward(grad)
+    call(x, offsets, stride, padding).backward(grad)
     expected = active_shift_offset_grad_ref(x.numpy(), offsets.detach().numpy(), grad.numpy(), stride, padding)
     np.testing.assert_allclose(offsets.grad.numpy(), expected, atol=1e-12)
+
+
+def test_offsets_changed_in_place_are_seen():
+    """Sampling windows are cached by the offsets' integer values, never by the tensor: ``.data`` edits count."""
+    x = _randn(1, 3, 6, 6)
+    offsets = torch.tensor([[0.3, 1.0], [-1.2, 0.0], [2.0, -2.6]])
+    for _ in range(2):
+        np.testing.assert_allclose(active_shift2d(x, offsets).numpy(), active_shift_ref(x.numpy(), offsets.numpy()),
+                                   atol=1e-12)
+        np.testing.assert_array_equal(sparse_shift2d(x, offsets).numpy(),
+                                      shift_ref(x.numpy(), torch.round(offsets).long().numpy()))
+        offsets.data.add_(torch.tensor([[1.0, -1.0]]))
 
 
 @pytest.mark.parametrize(
@@ -327,7 +340,8 @@ def test_import_does_not_pull_in_tvm():
 
 # --------------------------------------------------------------------------- eager fast path, large tensors, compile
 def test_large_inputs_take_the_copy_path_and_stay_exact():
-    """Above ``_GATHER_MAX`` elements integer shifts copy one slice (grouped) or index set (sparse) per offset."""
+    """Above ``_GATHER_MAX`` elements integer shifts copy one slice (grouped) or index set (sparse, planes from
+    16x16) per offset."""
     from tvm_ecnn.nn.functional import _GATHER_MAX
 
     x = _randn(2, 20, 90, 91, dtype=torch.float32)

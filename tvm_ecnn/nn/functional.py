@@ -87,6 +87,25 @@ def _window(low: Tensor, size: tuple[int, int], out_size: tuple[int, int], paddi
     ``low`` is first clamped to where the whole window is outside the image anyway, so that the padding
     (and the padded copy) stays bounded for far offsets.
     """
+    if low.shape[0] * out_size[0] * out_size[1] > _CACHED_INDEX_MAX:
+        return _build_window(low, size, out_size, padding)
+    return _cached_window(tuple(low.flatten().tolist()), size, out_size, padding, low.device)
+
+
+_CACHED_INDEX_MAX = 1 << 16
+"""Small windows are cached by the integer table's values: building the index is a dozen small ops (~45 us,
+as much as the shift itself at batch 1), reading ``low`` back is one, and learned offsets change their integer
+part rarely. Larger ones are rebuilt (cheap next to the shift) so that the cache stays under 64 x 0.5 MB."""
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_window(low_values: tuple[int, ...], size: tuple[int, int], out_size: tuple[int, int], padding: int,
+                   device: torch.device) -> _Window:
+    low = torch.tensor(low_values, dtype=torch.int64, device=device).view(-1, 2)
+    return _build_window(low, size, out_size, padding)
+
+
+def _build_window(low: Tensor, size: tuple[int, int], out_size: tuple[int, int], padding: int) -> _Window:
     (height, width), (out_h, out_w) = size, out_size
     first_y = low[:, 0].clamp(padding - out_h, height + padding) - padding
     first_x = low[:, 1].clamp(padding - out_w, width + padding) - padding
@@ -158,9 +177,13 @@ def _gather_shift(x: Tensor, window: _Window) -> Tensor:
     return window.gather(_padded(x, window)).view_as(x)
 
 
+_COPY_MIN_PLANE = 256
+"""Arbitrary offsets group channels by index sets, copied plane by plane: below 16x16 planes the gather wins."""
+
+
 def _integer_shift(x: Tensor, offsets: Tensor) -> Tensor:
     """Exact per-channel shift by int64 ``offsets [C, 2]``, zero fill, any dtype (int8 too)."""
-    if x.numel() > _GATHER_MAX:
+    if x.numel() > _GATHER_MAX and x.shape[-2] * x.shape[-1] >= _COPY_MIN_PLANE:
         return _copy_groups(x, _groups(offsets))
     return _gather_shift(x, _shift_window(offsets, tuple(x.shape[-2:])))
 
@@ -208,9 +231,10 @@ def _bilinear(x: Tensor, offsets: Tensor, stride: int, padding: int) -> _Bilinea
     height, width = x.shape[-2:]
     out_size = (_active_out_size(height, stride, padding), _active_out_size(width, stride, padding))
     # Clamped in floating point first: far out-of-image offsets must not overflow int64.
-    bound = float(2 * max(height, width) + padding + 2)
-    low = torch.floor(offsets.clamp(-bound, bound)).long()
-    frac = (offsets - torch.floor(offsets)).to(x.dtype)[:, :, None, None]
+    bound = 2 * max(height, width) + padding + 2
+    floor = torch.floor(offsets)
+    low = floor.clamp(-bound, bound).long()
+    frac = (offsets - floor).to(x.dtype)[:, :, None, None]
     block = tuple((size - 1) * stride + 2 for size in out_size)
     return _Bilinear(_window(low, (height, width), block, padding), frac, out_size, stride)
 
@@ -220,10 +244,14 @@ def _across(sampling: _Bilinear, block: Tensor) -> Tensor:
     return torch.lerp(sampling.cols(block, 0), sampling.cols(block, 1), sampling.frac[:, 1])
 
 
+def _interpolate(sampling: _Bilinear, block: Tensor) -> Tensor:
+    across = _across(sampling, block)
+    return torch.lerp(sampling.rows(across, 0), sampling.rows(across, 1), sampling.frac[:, 0])
+
+
 def _active_forward(x: Tensor, offsets: Tensor, stride: int, padding: int) -> Tensor:
     sampling = _bilinear(x, offsets, stride, padding)
-    across = _across(sampling, sampling.source(x))
-    return torch.lerp(sampling.rows(across, 0), sampling.rows(across, 1), sampling.frac[:, 0])
+    return _interpolate(sampling, sampling.source(x))
 
 
 def _active_input_grad(x: Tensor, offsets: Tensor, grad: Tensor, stride: int, padding: int) -> Tensor:
@@ -247,15 +275,22 @@ def _active_input_grad(x: Tensor, offsets: Tensor, grad: Tensor, stride: int, pa
     return padded.view(n, c, -1, window.row)[:, :, top:top + height, left:left + width].contiguous()
 
 
+def _block_offset_grad(sampling: _Bilinear, block: Tensor, grad: Tensor) -> Tensor:
+    """``sum_{n,h,w} grad * dY/d(dy, dx)`` with the ASL formulas from the sampled ``block``, as ``[C, 2]``.
+
+    The derivatives are bilinear in the four taps, so only the per-channel sums ``S_ab`` of ``grad`` times
+    tap ``(a, b)`` are needed: four multiply-and-reduce passes, then arithmetic on ``[C]`` vectors.
+    """
+    s00, s01, s10, s11 = ((grad * sampling.rows(sampling.cols(block, b), a)).sum((0, 2, 3))
+                          for a in (0, 1) for b in (0, 1))
+    fy, fx = sampling.frac[:, 0, 0, 0], sampling.frac[:, 1, 0, 0]
+    return torch.stack([torch.lerp(s10 - s00, s11 - s01, fx), torch.lerp(s01 - s00, s11 - s10, fy)], dim=1)
+
+
 def _offset_grad(x: Tensor, offsets: Tensor, grad: Tensor, stride: int, padding: int) -> Tensor:
-    """``sum_{n,h,w} grad * dY/d(dy, dx)`` with the ASL formulas, as ``[C, 2]`` in offsets' dtype."""
+    """The offset gradient in offsets' dtype (see ``_block_offset_grad``)."""
     sampling = _bilinear(x, offsets, stride, padding)
-    block = sampling.source(x)
-    across = _across(sampling, block)
-    step = sampling.cols(block, 1) - sampling.cols(block, 0)  # d(across)/d(dx)
-    d_dy = (grad * (sampling.rows(across, 1) - sampling.rows(across, 0))).sum((0, 2, 3))
-    d_dx = (grad * torch.lerp(sampling.rows(step, 0), sampling.rows(step, 1), sampling.frac[:, 0])).sum((0, 2, 3))
-    return torch.stack([d_dy, d_dx], dim=1).to(offsets.dtype)
+    return _block_offset_grad(sampling, sampling.source(x), grad).to(offsets.dtype)
 
 
 # --------------------------------------------------------------------------- eager fast path
@@ -415,7 +450,31 @@ def _active_shift2d_backward(ctx, grad: Tensor):
 
 
 _active_shift2d.register_autograd(_active_shift2d_backward, setup_context=_active_shift2d_setup)
-_active_shift2d_eager = _eager_function(_active_shift2d_kernel, _active_shift2d_setup, _active_shift2d_backward)
+
+
+class _ActiveShift2dEager(torch.autograd.Function):
+    """The op's formulas in plain eager, keeping the forward's sampled block for the offset gradient
+    (one gather fewer than the custom op's backward, which must stay a function of x and offsets)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, offsets: Tensor, stride: int, padding: int) -> Tensor:
+        _check_active_args(x, offsets, stride, padding)
+        _check_finite(offsets)
+        sampling = _bilinear(x, offsets, stride, padding)
+        block = sampling.source(x)
+        ctx.sampling, ctx.stride, ctx.padding = sampling, stride, padding
+        ctx.save_for_backward(x, offsets, block if ctx.needs_input_grad[1] else None)
+        return _interpolate(sampling, block)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, offsets, block = ctx.saved_tensors
+        grad_x = grad_offsets = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _active_input_grad(x, offsets, grad, ctx.stride, ctx.padding)
+        if ctx.needs_input_grad[1]:
+            grad_offsets = _block_offset_grad(ctx.sampling, block, grad).to(offsets.dtype)
+        return grad_x, grad_offsets, None, None
 
 
 # --------------------------------------------------------------------------- ecnn::sparse_shift2d
@@ -465,7 +524,7 @@ def shift2d(x: Tensor, kernel_size: int = 3, dilation: int = 1, mapping: str = "
 def active_shift2d(x: Tensor, offsets: Tensor, stride: int = 1, padding: int = 0) -> Tensor:
     """Active shift (Jeon & Kim 2018): per-channel real ``(dy, dx)`` offsets, bilinear, zero outside."""
     if _plain_eager(x, offsets):
-        return _eager(x, _active_shift2d_kernel, _active_shift2d_eager, x, offsets, stride, padding)
+        return _eager(x, _active_shift2d_kernel, _ActiveShift2dEager.apply, x, offsets, stride, padding)
     return torch.ops.ecnn.active_shift2d(x, offsets, stride, padding)
 
 
