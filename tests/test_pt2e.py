@@ -79,9 +79,9 @@ def _ops(mod: tvm.IRModule) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("name, shape", [
     ("shiftresnet20", (1, 3, 32, 32)),
-    # features are bit-exact; the global average pool's output is one step high on ~10% of its elements
-    # (systematic, not ties: still to find) and the classifier amplifies that to ~18 steps
-    pytest.param("mobilenet_v2", (1, 3, 64, 64), marks=pytest.mark.xfail(strict=True, reason="pool off by one")),
+    # one-step near-tie differences compound through the depth (features cut after 4 / 10 / 17 blocks: 1 / 8 / 18
+    # steps off): open, docs/int8-quantization.md
+    pytest.param("mobilenet_v2", (1, 3, 64, 64), marks=pytest.mark.xfail(strict=True, reason="near-tie differences compound through the depth")),
 ])
 def test_pt2e_zoo_model_matches_pytorch_within_one_step(name, shape):
     torch.manual_seed(0)
