@@ -135,7 +135,9 @@ def main(argv=None) -> int:
             from tvm_ecnn.deploy import load_model
 
             recorded = loaded.inputs[0].example_shape() if loaded.inputs and not args.inputs else None
-            model, shape, _name = load_model(source[0], args.input_shape or recorded, seed=source[1])
+            # the model the .so records is built at the .so's shape: a wrong --input-shape is the .so's error
+            wanted = (args.input_shape or recorded) if args.model else (recorded or args.input_shape)
+            model, shape, _name = load_model(source[0], wanted, seed=source[1])
             model = model.module() if isinstance(model, torch.export.ExportedProgram) else model.float().eval()
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

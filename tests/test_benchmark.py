@@ -122,7 +122,8 @@ def test_script_int8_columns_are_checked_and_compared(tmp_path):
         assert not result["mismatch"], (backend, result["error"])
         assert backend == "tvm-ecnn" or result["error"] > 0  # int8 is checked for agreement, not equality
     row = next(line for line in proc.stdout.splitlines() if line.startswith("| shiftresnet20 | 16×16 | "))
-    assert row.count("×") >= 3  # the input size and both ratios
+    ort = importlib.util.find_spec("onnxruntime") is not None
+    assert row.count("×") >= (3 if ort else 2)  # the input size and both ratios (vs ORT int8: "–" without ORT)
 
 
 def test_zoo_shift_conv_shapes_come_from_the_imported_model():
