@@ -2,10 +2,11 @@
 """Host benchmark: tvm-ecnn side by side with what one would otherwise deploy, in one run.
 
 First ``shift_conv2d`` against a plain 1x1 ``conv2d`` (goal: <= 1.05x, active shift <= 1.3x),
-then per zoo model (batch 1, same seeded weights and input everywhere) the median latency of
-PyTorch eager, ``torch.compile``, ONNX Runtime, stock TVM (its own importer and default
-pipeline) and tvm-ecnn, each checked against eager. ONNX Runtime and stock TVM run the model's
-deployable equivalent (shifts as depthwise convs, ``tvm_ecnn.benchmark.to_standard_ops``).
+then per zoo model (batch 1, same seeded weights and input everywhere) the fastest of ``--repeat``
+interleaved rounds (every backend once per round, so a load change hits all alike) of PyTorch eager,
+``torch.compile``, ONNX Runtime, stock TVM (its own importer and default pipeline) and tvm-ecnn, each
+checked against eager. ONNX Runtime and stock TVM run the model's deployable equivalent (shifts as
+depthwise convs, ``tvm_ecnn.benchmark.to_standard_ops``).
 ``--int8`` adds our int8 build and ONNX Runtime's static int8 (QDQ, per-channel weights), both calibrated
 on the same 8 seeded random inputs and checked against eager within 0.1 (relative), and a table of the
 ratios our int8 / our fp32 and our int8 / ONNX Runtime int8.
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
                         help=f"also the int8 columns ({', '.join(benchmark.INT8_BACKENDS)}; tvm-ecnn fp32 always "
                              "runs with them) and their ratio table")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeat", type=int, default=20, help="timed runs per model and backend (median)")
+    parser.add_argument("--repeat", type=int, default=20, help="interleaved timing rounds per model (each backend once per round; the minimum is reported)")
     parser.add_argument("--op-channels", type=int, default=64, help="C = O of the op-level shift_conv2d")
     parser.add_argument("--op-size", type=int, default=56, help="H = W of the op-level shift_conv2d")
     parser.add_argument("--op-number", type=int, default=20, help="op-level runs per timed repeat")
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
     table = benchmark.benchmark_models(
         args.models, lambda name: benchmark.input_shape(name, args.resolution, args.input_shape),
         args.warmup, args.repeat, backends)
-    legend = (f"batch 1, median of {args.repeat} runs after {args.warmup} warm-up; "
+    legend = (f"batch 1, min of {args.repeat} interleaved rounds after {args.warmup} warm-up runs; "
               "cells: ms (time over PyTorch eager / over stock TVM, < 1 is faster); "
               f"≠: output differs from eager by more than {benchmark.AGREEMENT:g} (relative)")
     models_table = benchmark.models_table(table)

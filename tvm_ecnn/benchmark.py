@@ -418,7 +418,7 @@ compile summaries of the zoo's int8 builds stay under 0.07 (README, int8 section
 
 @dataclass
 class Result:
-    """One cell: the median, the relative error against eager, or why the backend failed."""
+    """One cell: the time in ms, the relative error against eager, or why the backend failed."""
 
     ms: float | None = None
     error: float | None = None
@@ -440,32 +440,37 @@ def short_error(error: BaseException, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def median_ms(run: Callable[[], object], warmup: int, repeat: int) -> float:
-    """Median wall time of ``run()``: the same clock for every backend, inputs already converted."""
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times)) * 1e3
-
-
-def benchmark_backend(backend: str, model: nn.Module, x: torch.Tensor, reference: np.ndarray,
-                      warmup: int, repeat: int) -> Result:
-    """Prepare, check against ``reference`` (eager's output) and time one backend; never raises."""
+def prepare_backend(backend: str, model: nn.Module, x: torch.Tensor, reference: np.ndarray
+                    ) -> tuple[Callable[[], object] | None, Result]:
+    """Build one backend and check its output against ``reference`` (eager's); never raises. The call is
+    ``None`` when the backend failed (the ``Result`` says why)."""
     try:
         with torch.no_grad():
             run = {**BACKENDS, **INT8_BACKENDS}[backend](model, x)
             output = _numpy(run())
-            ms = median_ms(run, warmup, repeat)
     except ImportError as error:
-        return Result(failure=f"not installed ({error.name or error})")
+        return None, Result(failure=f"not installed ({error.name or error})")
     except Exception as error:  # noqa: BLE001  (a failing backend is a table cell, not a crash)
-        return Result(failure=short_error(error))
+        return None, Result(failure=short_error(error))
     error = relative_error(output, reference)
-    return Result(ms=ms, error=error, mismatch=not error <= (INT8_AGREEMENT if backend in INT8_BACKENDS else AGREEMENT))
+    limit = INT8_AGREEMENT if backend in INT8_BACKENDS else AGREEMENT
+    return run, Result(error=error, mismatch=not error <= limit)
+
+
+def interleaved_min_ms(runs: dict[str, Callable[[], object]], warmup: int, rounds: int) -> dict[str, float]:
+    """Per call, the fastest of ``rounds`` timed runs, the calls taking turns within each round: a change of
+    load on the shared cores then hits every column alike, and the minimum is the run least disturbed by it."""
+    with torch.no_grad():
+        for run in runs.values():
+            for _ in range(warmup):
+                run()
+        best = dict.fromkeys(runs, float("inf"))
+        for _ in range(rounds):
+            for name, run in runs.items():
+                start = time.perf_counter()
+                run()
+                best[name] = min(best[name], time.perf_counter() - start)
+    return {name: seconds * 1e3 for name, seconds in best.items()}
 
 
 def input_shape(name: str, resolution: int | None = None, override=None) -> tuple[int, ...]:
@@ -484,13 +489,13 @@ class ModelResult:
     results: dict[str, Result]
 
 
-def benchmark_models(names, shape_of: Callable[[str], tuple], warmup: int, repeat: int,
+def benchmark_models(names, shape_of: Callable[[str], tuple], warmup: int, rounds: int,
                      backends=tuple(BACKENDS)) -> dict[str, ModelResult]:
     """Each of ``backends`` (names of ``BACKENDS`` / ``INT8_BACKENDS``) on every model (seeded weights and
-    input, eager's output as the reference), with one tqdm line saying which model and backend is being
-    compiled or timed."""
+    input, eager's output as the reference), built and checked one after the other with one tqdm line saying
+    which, then timed together (``interleaved_min_ms``)."""
     table = {}
-    with tqdm(total=len(names) * len(backends), unit="run", file=sys.stderr) as progress:
+    with tqdm(total=len(names) * (len(backends) + 1), unit="step", file=sys.stderr) as progress:
         for name in names:
             torch.manual_seed(0)
             model = models.get(name).eval()
@@ -498,11 +503,17 @@ def benchmark_models(names, shape_of: Callable[[str], tuple], warmup: int, repea
             x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
             with torch.no_grad():
                 reference = model(x).numpy()
-            results = {}
+            results, runs = {}, {}
             for backend in backends:
                 progress.set_description(f"{name} / {backend}")
-                results[backend] = benchmark_backend(backend, model, x, reference, warmup, repeat)
+                run, results[backend] = prepare_backend(backend, model, x, reference)
+                if run is not None:
+                    runs[backend] = run
                 progress.update()
+            progress.set_description(f"{name} / timing {len(runs)} backends")
+            for backend, ms in interleaved_min_ms(runs, warmup, rounds).items():
+                results[backend].ms = ms
+            progress.update()
             table[name] = ModelResult(shape, results)
     return table
 
@@ -530,7 +541,7 @@ def _cell(result: Result, eager: Result, stock: Result) -> str:
 
 
 def models_table(table: dict[str, ModelResult]) -> str:
-    """Models x backends: median ms (time over eager / over stock TVM), and a last row with each
+    """Models x backends: ms (time over eager / over stock TVM), and a last row with each
     column's largest relative error against eager."""
     backends = list(next(iter(table.values())).results) if table else []
     rows = []
@@ -552,7 +563,7 @@ def _over(entry: ModelResult, numerator: str, denominator: str) -> str:
 
 
 def int8_table(table: dict[str, ModelResult]) -> str:
-    """Per model: our fp32 and int8 and ONNX Runtime's int8 (median ms, or why it failed), our int8 over our fp32
+    """Per model: our fp32 and int8 and ONNX Runtime's int8 (ms, or why it failed), our int8 over our fp32
     and over ONNX Runtime's int8 (< 1: ours int8 is faster), and each int8 column's relative error against eager."""
     def ms(result: Result) -> str:
         return f"✗ {result.failure}" if result.failure is not None else f"{result.ms:.2f} ms"
