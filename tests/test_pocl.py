@@ -194,3 +194,37 @@ def test_texture_path_matches_host_oracle(fixed_texture_pipeline):
 def _writes_image(kernel: pocl.KernelInfo) -> bool:
     signature = kernel.source.split(f"__kernel void {kernel.name}(", 1)[1].split(")", 1)[0]
     return "__write_only image2d_array_t" in signature
+
+
+# --------------------------------------------------------------------------- a host CPU newer than PoCL's LLVM
+def test_generic_cpu_pointer_is_replaced_in_a_device_struct():
+    """The mechanism of the Zen 5 workaround (``pocl.replace_generic_cpu``) on a struct laid out like PoCL's:
+    only the pointer that reads "generic" changes, and only once."""
+    import ctypes
+
+    generic, other = ctypes.create_string_buffer(b"generic"), ctypes.create_string_buffer(b"generic-ish")
+    fields = (ctypes.c_uint64 * 8)(7, ctypes.addressof(other), 0, ctypes.addressof(generic), 0, 0, 0, 0)
+    assert pocl.replace_generic_cpu(ctypes.addressof(fields), b"skylake-avx512", scan_bytes=64)
+    assert ctypes.string_at(fields[3]) == b"skylake-avx512"
+    assert ctypes.string_at(fields[1]) == b"generic-ish" and fields[0] == 7
+    assert not pocl.replace_generic_cpu(ctypes.addressof(fields), b"haswell", scan_bytes=64)
+
+
+@pytest.mark.parametrize("flags, cpu", [({"avx512f", "avx2"}, b"skylake-avx512"), ({"avx2", "fma"}, b"haswell"),
+                                        ({"sse2"}, b"x86-64")])
+def test_llvm_cpu_follows_the_kernel_library_variant(flags, cpu):
+    assert pocl.llvm_cpu_for_host(flags) == cpu
+
+
+def test_pocl_builds_for_this_host_cpu():
+    """Whatever CPU this is (pip PoCL's LLVM 14 names none after Zen 4): a program builds and runs."""
+    import pyopencl as cl
+
+    queue = pocl.pocl_queue()
+    program = pocl.build_on_pocl("__kernel void twice(__global float *a) { int i = get_global_id(0); a[i] *= 2.0f; }")
+    data = np.arange(8, dtype="float32")
+    buffer = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE | cl.mem_flags.COPY_HOST_PTR, hostbuf=data)
+    program.twice(queue, (8,), None, buffer)
+    out = np.empty_like(data)
+    cl.enqueue_copy(queue, out, buffer)
+    np.testing.assert_array_equal(out, 2 * np.arange(8, dtype="float32"))

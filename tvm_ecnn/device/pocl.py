@@ -43,6 +43,7 @@ in-process by pyopencl's own ICD loader, no ICD file in ``/etc`` and nothing ins
 from __future__ import annotations
 
 import copy
+import ctypes
 import functools
 import importlib
 import importlib.metadata
@@ -269,6 +270,56 @@ def _pip_pocl_first(platforms: list) -> list:
     return sorted(pocl, key=lambda p: pip_version not in p.version)
 
 
+GENERIC_CPU = b"generic\0"
+_DEVICE_SCAN_BYTES = 4096  # pip PoCL 3.0 keeps ``llvm_cpu`` 640 bytes into its ``_cl_device_id``
+_cpu_names: list = []  # the C strings patched in stay alive as long as the process
+
+
+def llvm_cpu_for_host(flags: set[str]) -> bytes:
+    """The LLVM CPU whose features pip PoCL's distro kernel library (sse2 ... avx512 variants) was built for,
+    from ``/proc/cpuinfo`` flags: a CPU LLVM 14 cannot name still gets the variant it would pick."""
+    if "avx512f" in flags:
+        return b"skylake-avx512"
+    return b"haswell" if "avx2" in flags else b"x86-64"
+
+
+def _readable(address: int, size: int) -> bool:
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            span, perms = line.split()[:2]
+            low, high = (int(x, 16) for x in span.split("-"))
+            if perms.startswith("r") and low <= address and address + size <= high:
+                return True
+    return False
+
+
+def replace_generic_cpu(struct_address: int, cpu: bytes, scan_bytes: int = _DEVICE_SCAN_BYTES) -> bool:
+    """Point the first ``char *`` of the struct at ``struct_address`` that reads "generic" at ``cpu``.
+
+    Why: pip PoCL 3.0 links LLVM 14, which names no CPU newer than it (Zen 5 is AMD family 26), so PoCL passes
+    ``-target-cpu generic`` and clang refuses every program ("unknown target CPU 'generic'", pocl/pocl#1049).
+    Its build options cannot override the CPU and its LLVM calls are bound inside the library (``DT_SYMBOLIC``),
+    so the device's own ``llvm_cpu`` field is the one place to name it. False (nothing changed) when the struct
+    holds no such pointer."""
+    if not _readable(struct_address, scan_bytes):
+        return False
+    words = (ctypes.c_uint64 * (scan_bytes // 8)).from_address(struct_address)
+    for index, word in enumerate(words):
+        if _readable(word, len(GENERIC_CPU)) and ctypes.string_at(word, len(GENERIC_CPU)) == GENERIC_CPU:
+            _cpu_names.append(ctypes.create_string_buffer(cpu))
+            words[index] = ctypes.addressof(_cpu_names[-1])
+            return True
+    return False
+
+
+def _name_the_host_cpu(device) -> None:
+    """PoCL reports the CPU it compiles for at the end of its version (``HSTR: pthread-<triple>-<cpu>``)."""
+    if device.version.endswith("-generic"):
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
+        replace_generic_cpu(device.int_ptr, llvm_cpu_for_host(set(flags)))
+
+
 @functools.cache
 def pocl_queue():
     """A command queue on the PoCL platform (chosen by name so a real GPU ICD never gets picked)."""
@@ -284,8 +335,9 @@ def pocl_queue():
     pocl = _pip_pocl_first(platforms)
     if not pocl:
         raise ExternalToolError(f"no PoCL OpenCL platform (found {[p.name for p in platforms]}): {POCL_INSTALL}")
-    context = cl.Context(pocl[0].get_devices()[:1])
-    return cl.CommandQueue(context)
+    device = pocl[0].get_devices()[0]
+    _name_the_host_cpu(device)
+    return cl.CommandQueue(cl.Context([device]))
 
 
 @functools.lru_cache(maxsize=32)
