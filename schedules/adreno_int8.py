@@ -1,5 +1,6 @@
-"""Adreno (OpenCL, buffer path) schedule of the int8 conv2d: TOPI's ``conv2d_nchw`` / ``group_conv2d_nchw`` with
-``out_dtype="int32"`` and the requantize epilogue fused into it (``tvm_ecnn/quantize``), depthwise included.
+"""Adreno (OpenCL) schedule of the int8 conv2d: TOPI's ``conv2d_nchw`` / ``group_conv2d_nchw`` with
+``out_dtype="int32"`` and the requantize epilogue fused into it (``tvm_ecnn/quantize``), depthwise included. The same
+on ``adreno`` and ``adreno-texture``: TVM 0.27 has no 8-bit images, so int8 tensors stay in buffers on both.
 
 Without it dlight's generic ``gpu.Reduction`` gives one output value per work-group, a 256-thread tree reduction in
 local memory and two scalar ``char`` loads per multiply-add. Here, like the fp32 ``shift_conv2d`` tile

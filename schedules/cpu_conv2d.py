@@ -7,7 +7,7 @@
   ``cpu.py``'s ``shift_conv2d``: a vector of output channels times one input scalar per pixel of
   the tile (stride and padding are only an input address then).
 * stride-2 stems on 3 input channels: pixel vectors over even/odd columns stored apart (``cpu_stem.py``);
-* depthwise and other narrow groups: ``cpu_depthwise.py``.
+* depthwise and other narrow groups: ``cpu_depthwise.py`` (int8 on narrow maps: channel vectors).
 
 The weights are read packed ``[O / tile, C, kh, kw, tile]`` (one contiguous run per micro-kernel
 step). The packing block is marked as a layout-rewrite preprocess, so ``FoldPackedWeights`` moves
@@ -21,9 +21,9 @@ import tvm
 from tvm.s_tir import Schedule
 
 from . import arm_conv2d, cpu_int8
-from .cpu_common import accumulator_budget, inline_all, mark_weight_prepack, read_index, root_blocks, vector_lanes
-from .cpu_conv2d_block import Conv2d, epilogue_block, pad_block, parallel_conv
-from .cpu_depthwise import per_channel
+from .cpu_common import accumulator_budget, inline_all, root_blocks, vector_lanes
+from .cpu_conv2d_block import Conv2d, accumulate_locally, epilogue_block, pack_weights, pad_block, parallel_conv
+from .cpu_depthwise import channel_vectors, channel_vectors_fit, per_channel
 from .cpu_stem import deinterleave_columns
 from ._blocks import divisor, extents
 from .cpu_loop_nest import schedule_block, stage_padding
@@ -91,6 +91,8 @@ def schedule_conv2d(sch: Schedule, conv: Conv2d, target) -> None:
     elif tile >= 4:
         stage_padding(sch, pad)
         _outer_product(sch, conv, epilogue, tile, pixels)
+    elif channel_vectors_fit(sch, conv, pad, lanes, width, target):
+        channel_vectors(sch, conv, epilogue, pad, lanes, pixels)
     else:
         per_channel(sch, conv, epilogue, pad, vector)
     for name in rest:  # e.g. a squeeze-excitation broadcast after a 1x1 conv on a 1x1 map
@@ -98,17 +100,6 @@ def schedule_conv2d(sch: Schedule, conv: Conv2d, target) -> None:
             schedule_block(sch, sch.get_sblock(name), lanes)
         except tvm.s_tir.ScheduleError:
             continue
-
-
-def _accumulate_locally(sch: Schedule, conv: Conv2d, epilogue, at) -> object:
-    """Accumulators in a local tile; the epilogue (or a plain store) runs once per tile at ``at``."""
-    if epilogue is None:
-        store = sch.cache_write(conv.block, 0, "local")
-    else:
-        sch.set_scope(conv.block, 0, "local")
-        store = epilogue
-    sch.reverse_compute_at(store, at)
-    return store
 
 
 def _outer_product(sch: Schedule, conv: Conv2d, epilogue, tile: int, pixels: int) -> None:
@@ -119,23 +110,13 @@ def _outer_product(sch: Schedule, conv: Conv2d, epilogue, tile: int, pixels: int
     fo, fi = sch.split(f, [None, tile])
     xo, xi = sch.split(x, [None, pixels])
     sch.reorder(n, fo, y, xo, rc, ry, rx, xi, fi)
-    _accumulate_locally(sch, conv, epilogue, xo)
+    accumulate_locally(sch, conv, epilogue, xo)
     sch.transform_layout(conv.block, ("write", 0), lambda n_, f_, y_, x_: (n_, y_, x_, f_))
     parallel_conv(sch, conv, sch.fuse(n, fo, y))
-    _pack_weights(sch, conv, tile)
+    pack_weights(sch, conv, tile)
     sch.unroll(xi)
     sch.vectorize(fi)
     sch.decompose_reduction(conv.block, rc)
-
-
-def _pack_weights(sch: Schedule, conv: Conv2d, tile: int) -> None:
-    """The weights as ``[O / tile, C, kh, kw, tile]``: one contiguous run per micro-kernel step.
-    A root block marked as the weight's layout-rewrite preprocess, which ``FoldPackedWeights``
-    turns into a constant at compile time (here it would re-pack per call)."""
-    packed = sch.cache_read(conv.block, read_index(sch, conv.block, conv.weight), "global")
-    sch.transform_layout(packed, ("write", 0), lambda f_, c_, r_, s_: (f_ // tile, c_, r_, s_, f_ % tile))
-    schedule_block(sch, packed, 0)
-    mark_weight_prepack(sch, packed)
 
 
 def pixel_vector_channels(out_channels: int, budget: int) -> int:
@@ -165,9 +146,9 @@ def _pixel_vector(sch: Schedule, conv: Conv2d, epilogue, vector: int, channels: 
     fo, fi = sch.split(f, [None, channels])
     xo, xi = sch.split(x, [None, vector])
     sch.reorder(n, fo, y, xo, rc, ry, rx, fi, xi)
-    store = _accumulate_locally(sch, conv, epilogue, xo)
+    store = accumulate_locally(sch, conv, epilogue, xo)
     parallel_conv(sch, conv, sch.fuse(n, fo, y))
-    _pack_weights(sch, conv, channels)
+    pack_weights(sch, conv, channels)
     sch.unroll(fi)
     sch.vectorize(xi)
     sch.vectorize(sch.get_loops(store)[-1])

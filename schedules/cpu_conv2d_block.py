@@ -11,7 +11,8 @@ from tvm import tirx
 from tvm.s_tir import Schedule
 
 from ._blocks import extents, trivially_bound
-from .cpu_common import kinds, root_blocks
+from .cpu_common import kinds, mark_weight_prepack, read_index, root_blocks
+from .cpu_loop_nest import schedule_block
 
 CONV_PARALLEL_MIN_MACS = 1 << 16
 """Multiply-adds below which a conv2d stays serial (squeeze-excitation 1x1 convs on 1x1 maps):
@@ -85,9 +86,28 @@ def epilogue_block(sch: Schedule, conv: Conv2d):
     return epilogue
 
 
-
 def parallel_conv(sch: Schedule, conv: Conv2d, loop) -> None:
     """``loop`` parallel unless the whole conv is too small to pay for the thread pool."""
     if conv.macs >= CONV_PARALLEL_MIN_MACS:
         sch.parallel(loop)
 
+
+def accumulate_locally(sch: Schedule, conv: Conv2d, epilogue, at) -> object:
+    """Accumulators in a local tile; the epilogue (or a plain store) runs once per tile at ``at``."""
+    if epilogue is None:
+        store = sch.cache_write(conv.block, 0, "local")
+    else:
+        sch.set_scope(conv.block, 0, "local")
+        store = epilogue
+    sch.reverse_compute_at(store, at)
+    return store
+
+
+def pack_weights(sch: Schedule, conv: Conv2d, tile: int) -> None:
+    """The weights as ``[O / tile, C, kh, kw, tile]``: one contiguous run per micro-kernel step.
+    A root block marked as the weight's layout-rewrite preprocess, which ``FoldPackedWeights``
+    turns into a constant at compile time (here it would re-pack per call)."""
+    packed = sch.cache_read(conv.block, read_index(sch, conv.block, conv.weight), "global")
+    sch.transform_layout(packed, ("write", 0), lambda f_, c_, r_, s_: (f_ // tile, c_, r_, s_, f_ % tile))
+    schedule_block(sch, packed, 0)
+    mark_weight_prepack(sch, packed)

@@ -6,6 +6,7 @@
     python scripts/compile.py --model exported.pt2 --target aarch64-linux -o net.so
     python scripts/compile.py --model mypkg.nets:build --input-shape 1,3,64,64 --target host
     python scripts/compile.py --model mobilenet_v2 --target host --dtype int8 --calibration samples.npy
+    python scripts/compile.py --model net_pt2e.pt2 --target host -o net.so         # quantized in PyTorch (PT2E): int8
 
 Exit status 2 and one line for bad arguments or input (bad model or target names print the valid ones; the output
 path is checked before compiling and never replaces an input), 1 when the compiler fails (the message names the
@@ -60,8 +61,9 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="shiftresnet20", help="zoo name, a torch.export .pt2 file, or module:callable")
     parser.add_argument("--input-shape", type=parse_shape, help="e.g. 1,3,224,224 (default: the zoo model's)")
     parser.add_argument("--target", default="adreno", help="a tvm-ecnn target name or TVM tag (default: adreno)")
-    parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "int8"],
-                        help="int8: static post-training quantization on --calibration (inputs and outputs stay fp32)")
+    parser.add_argument("--dtype", choices=["fp32", "fp16", "int8"],
+                        help="int8: static post-training quantization on --calibration (inputs and outputs stay fp32); "
+                        "default: fp32, or int8 for a .pt2 quantized in PyTorch with PT2E (its own scales)")
     parser.add_argument("--calibration", help="int8: .npy or .pt file of N input samples [N, C, H, W] "
                         "(default: random inputs, with a warning)")
     parser.add_argument("--tuning-db", help="MetaSchedule database directory (from scripts/tune.py) to apply")

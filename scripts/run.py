@@ -12,7 +12,9 @@ shapes and dtypes the .so records (scripts/compile.py embeds them), else of the 
 scripts/compile.py takes; a zoo model gets the random weights scripts/compile.py gives it for the same --seed (a .pt2
 carries its own). Without --model, a .so compiled from a zoo model (or a file still there) is compared with the
 model and weight seed it records. The comparison is with PyTorch in fp32 (whatever --dtype the .so was compiled
-with): max abs error and the agreement (top-1, logits' error relative to the largest |logit|: max / mean).
+with): max abs error and the agreement (top-1, logits' error relative to the largest |logit|: max / mean); a
+program quantized in PyTorch (PT2E) is run as it is, and the max error is also given in its output's quantization
+steps (within one step is the criterion).
 The .so is checked before it is loaded (truncated, corrupt, another architecture: a message, not a crash), and
 inputs against what it takes.
 Exit status 2 for bad arguments or files, 1 when the device or runtime cannot be used.
@@ -77,18 +79,25 @@ def _recorded_model(loaded) -> tuple[str, int] | None:
     return recorded, int(loaded.metadata.get("seed", 0))
 
 
-def _comparison(outputs, expected, dtype: str) -> list[str]:
-    """Max abs error against PyTorch fp32 and, per output, the agreement (top-1, relative logits error)."""
+def _comparison(outputs, expected, dtype: str, steps=None) -> list[str]:
+    """Max abs error against PyTorch and, per output, the agreement (top-1, relative logits error); for a PT2E
+    program (``steps``: its outputs' quantization steps), the max error in steps too: within one is the criterion."""
     from tvm_ecnn.quantize import agreement
 
     error = max(float(np.abs(o - e).max()) for o, e in zip(outputs, expected, strict=True))
     scale = max(float(np.abs(e).max()) for e in expected)
     lines = [f"max abs error vs PyTorch: {error:.3g} (largest |output| {scale:.3g})"]
+    reference = "PyTorch PT2E" if steps else "PyTorch fp32"
     for i, (o, e) in enumerate(zip(outputs, expected, strict=True)):
         rows = o.shape[0] if o.ndim > 1 else 1  # one sample per batch row
         which = f"output {i} " if len(outputs) > 1 else ""
-        lines.append(f"{which}{dtype} ~ PyTorch fp32: {agreement(o.reshape(rows, -1), e.reshape(rows, -1))} "
+        lines.append(f"{which}{dtype} ~ {reference}: {agreement(o.reshape(rows, -1), e.reshape(rows, -1))} "
                      f"({rows} sample{'s' if rows > 1 else ''})")
+        step = steps[i] if steps else None
+        if step:
+            off = float(np.abs(o - e).max()) / step
+            lines.append(f"{which}max error {off:.2f} output quantization steps (step {step:.3g}): "
+                         f"{'within' if off <= 1 + 1e-3 else 'more than'} one step of PyTorch PT2E")
     return lines
 
 
@@ -122,7 +131,7 @@ def main(argv=None) -> int:
     from tvm_ecnn import runtime
 
     try:
-        model = shape = None
+        model = shape = steps = None
         if args.rpc_tracker:
             loaded = runtime.upload_and_load(args.path, args.rpc_tracker, args.rpc_key, device=args.device,
                                              session_timeout=args.session_timeout)
@@ -133,11 +142,13 @@ def main(argv=None) -> int:
             import torch
 
             from tvm_ecnn.deploy import load_model
+            from tvm_ecnn.frontend.pt2e import is_pt2e, output_steps
 
             recorded = loaded.inputs[0].example_shape() if loaded.inputs and not args.inputs else None
             # the model the .so records is built at the .so's shape: a wrong --input-shape is the .so's error
             wanted = (args.input_shape or recorded) if args.model else (recorded or args.input_shape)
             model, shape, _name = load_model(source[0], wanted, seed=source[1])
+            steps = output_steps(model) if is_pt2e(model) else None
             model = model.module() if isinstance(model, torch.export.ExportedProgram) else model.float().eval()
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -166,7 +177,8 @@ def main(argv=None) -> int:
                 if [o.shape for o in outputs] != [e.shape for e in expected]:
                     print(f"outputs do not match PyTorch's: {[o.shape for o in outputs]} vs {[e.shape for e in expected]}")
                 else:
-                    print("\n".join(_comparison(outputs, expected, (loaded.metadata or {}).get("dtype", "fp32"))))
+                    print("\n".join(_comparison(outputs, expected, (loaded.metadata or {}).get("dtype", "fp32"),
+                                                 steps)))
             latency = loaded.benchmark(*inputs, number=args.number, repeat=args.repeat)
     except TimeoutError as error:  # a frozen or dead RPC device
         print(f"error: {error}", file=sys.stderr)

@@ -30,8 +30,9 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="shiftresnet20",
                         help="zoo name (default: shiftresnet20), a torch.export .pt2 file, or module:callable")
     parser.add_argument("--input-shape", type=parse_shape, help="e.g. 1,3,224,224 (default: the zoo model's)")
-    parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "int8"],
-                        help="as given to scripts/compile.py (the same --calibration for int8)")
+    parser.add_argument("--dtype", choices=["fp32", "fp16", "int8"],
+                        help="as given to scripts/compile.py (the same --calibration for int8; default: fp32, or int8 "
+                        "for a PT2E-quantized .pt2)")
     parser.add_argument("--calibration", help="int8: the calibration samples given to scripts/compile.py")
     parser.add_argument("--target", default="arm", help="a tvm-ecnn target name or TVM tag (default: arm)")
     parser.add_argument("--tuning-db", help="database directory (default: ./tuning-db/<target>)")
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
         return 130
     dtype = f" --dtype {args.dtype}" + (f" --calibration {args.calibration}" if args.calibration else "")
     print(f"tuning database: {path}\napply it: scripts/compile.py --model {args.model} --target {args.target}"
-          f"{dtype if args.dtype != 'fp32' else ''} --tuning-db {path}")
+          f"{dtype if args.dtype not in (None, 'fp32') else ''} --tuning-db {path}")
     return 0
 
 

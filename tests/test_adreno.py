@@ -54,8 +54,7 @@ def plugin_lowering():
         at = names.index("FuseTIR") + 1
         while names[at] == "DeadCodeElimination":
             at += 1
-        packed = [] if targets.is_texture(target) else [_PackInt8ConvWeights, FoldPackedWeights()]  # as pipeline
-        return [pipeline.tuning_passes(target)] + packed + passes[at:]
+        return [pipeline.tuning_passes(target), _PackInt8ConvWeights, FoldPackedWeights()] + passes[at:]  # as pipeline
 
     patch.setattr(relax, "get_default_pipeline", pipeline.relax_pipeline)
     patch.setattr(relax.backend.adreno, "legalize_passes", oracle_passes)
@@ -433,12 +432,14 @@ INT8_CONVS = {"1x1": (16, 8, 1), "3x3": (8, 16, 3), "3x3_stride2": (8, 12, 3, 2)
               "depthwise_stride2": (12, 12, 3, 2, 12)}
 
 
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("name", list(INT8_CONVS))
-def test_int8_conv2d_schedule_on_pocl_equals_the_host_build(plugin_lowering, name):
-    """``schedules/adreno_int8.py``: a register tile per work-item (no local-memory reduction), packed weights read
-    as ``char4``, int32 indices; bit-exact against the host LLVM build."""
+def test_int8_conv2d_schedule_on_pocl_equals_the_host_build(plugin_lowering, name, target):
+    """``schedules/adreno_int8.py`` on both Adreno targets (int8 stays in buffers on textures too): a register tile
+    per work-item (no local-memory reduction), packed weights read as ``char4``, int32 indices; bit-exact against
+    the host LLVM build."""
     mod, x = int8_conv(*INT8_CONVS[name])
-    run = run_on_pocl(mod, "adreno", {"x0": x})
+    run = run_on_pocl(mod, target, {"x0": x})
     host = relax.VirtualMachine(pipeline.build(mod, "host"), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_array_equal(run.outputs, host)
     assert len(np.unique(host)) > 20  # the requantize is neither saturated nor all zeros

@@ -3,6 +3,8 @@ numerics of scheduled conv2d variants and pools against PyTorch, that the kernel
 parallel/vectorized, and that tuned records, hand schedules and failures are respected."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -199,3 +201,53 @@ def test_arm_targets_get_default_schedules_and_compile(target):
     assert all(f.attrs["tirx.is_scheduled"] for f in kernels.values())
     assert any("T.vectorized" in f.script() for f in kernels.values())
     build(mod, target)
+
+
+def _int8_depthwise_module(x_shape, w, stride, bias=None, multiplier=None, low=-128, high=127):
+    """What the quantizer emits for a depthwise conv: int32 accumulation, then (with ``multiplier``) the
+    requantize ``clip(rint(f32(acc + b) * m[o]), low, high)`` to int8."""
+    R = relax.op
+
+    def body(x):
+        acc = R.nn.conv2d(x, relax.const(w), strides=stride, padding=1, groups=w.shape[0], out_dtype="int32")
+        if multiplier is None:
+            return acc
+        scaled = R.multiply(R.astype(R.add(acc, relax.const(bias.reshape(1, -1, 1, 1))), "float32"),
+                            relax.const(multiplier.reshape(1, -1, 1, 1)))
+        return R.astype(R.clip(R.round(scaled), low, high), "int8")
+
+    return build_module(body, [(x_shape, "int8")])
+
+
+@pytest.mark.parametrize("channels, size, stride, requant", [
+    (32, (7, 7), 1, True), (48, (4, 4), 1, True), (32, (15, 15), 2, True), (16, (9, 12), 1, True),
+    (32, (7, 7), 1, False)])
+def test_int8_depthwise_channel_vectors_bit_exact(channels, size, stride, requant):
+    """int8 depthwise on narrow maps (channel vectors: NHWC tiles staged and copied out in the kernel), full
+    int8 range, per-channel multipliers and a ReLU6-like clip, against the independent numpy reference."""
+    from int8_reference import conv2d_acc, requantize
+
+    rng = np.random.default_rng(5)
+    x = rng.integers(-128, 128, (1, channels, *size)).astype("int8")
+    w = rng.integers(-128, 128, (channels, 1, 3, 3)).astype("int8")
+    bias = rng.integers(-5000, 5000, channels).astype("int32")
+    multiplier = rng.uniform(1e-4, 2e-3, channels).astype("float32")
+    acc = conv2d_acc(x, w, stride, 1, channels)
+    if requant:
+        mod = _int8_depthwise_module(x.shape, w, stride, bias, multiplier, 0, 100)
+        ref = requantize(acc + bias.reshape(1, -1, 1, 1), multiplier.reshape(1, -1, 1, 1), 0, 100)
+    else:
+        mod, ref = _int8_depthwise_module(x.shape, w, stride), acc
+    (conv,) = [f.script() for name, f in _kernels(mod).items() if "conv2d" in name]
+    out_h, out_w = (size[0] - 1) // stride + 1, (size[1] - 1) // stride + 1
+    assert re.search(rf"nn_ff_0_fused in (T.parallel|range)\(T.int64\({channels // 16}\)\)", conv)  # 16 channels/task
+    assert f"(T.int64(1), T.int64({size[0] + 2}), T.int64({size[1] + 2}), T.int64({channels}))" in conv  # NHWC pad
+    assert f"(T.int64(1), T.int64({out_h}), T.int64({out_w}), T.int64({channels})), \"int8\"" in conv or not requant
+    np.testing.assert_array_equal(_run(mod, x), ref)
+
+
+def test_int8_depthwise_on_wide_maps_stays_per_channel():
+    w = np.ones((32, 1, 3, 3), "int8")
+    (conv,) = [f.script() for name, f in _kernels(_int8_depthwise_module((1, 32, 28, 28), w, 1)).items()
+               if "conv2d" in name]
+    assert "T.parallel(T.int64(32))" in conv and "T.vectorized(T.int64(14))" in conv

@@ -69,3 +69,16 @@ def test_runtime_weight_is_packed_per_call_and_still_correct():
     out = vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(w)).numpy()
     np.testing.assert_allclose(out, F.conv2d(torch.from_numpy(x), torch.from_numpy(w), padding=1).numpy(),
                                rtol=1e-4, atol=1e-4)
+
+
+def test_texture_target_keeps_its_vdevices_when_int8_conv_weights_are_packed():
+    """``adreno-texture``: the int8 conv's weights are packed into a constant as on ``adreno``, and the rebuilt module
+    keeps the vdevices ``AnnotateCustomMemoryScope`` registered (without them ``CallTIRRewrite``, later in the same
+    pipeline, fails with "key is not in Map")."""
+    w = RNG.integers(-127, 128, (8, 4, 3, 3)).astype("int8")
+    mod = build_module(lambda x: relax.op.nn.conv2d(x, relax.const(w), padding=1, out_dtype="int32"),
+                       [((1, 4, 6, 8), "int8")])
+    lowered = relax_pipeline("adreno-texture")(mod)
+    assert "vdevice" in lowered.global_infos
+    assert [8 // 4, 4, 3, 3, 4] in _constant_shapes(lowered), "the [O / 4, C, kh, kw, 4] weight is a constant"
+    assert [8, 4, 3, 3] not in _constant_shapes(lowered)

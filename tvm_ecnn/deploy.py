@@ -26,6 +26,7 @@ from .compile_errors import (CompileError, _failed_at, _failing_kernel, _lower_n
 from .compiler_pass.texture_fallback import texture_fallback
 from .device.export import cross_compiler_for
 from .frontend import RewriteReport, from_torch
+from .frontend.pt2e import is_pt2e
 from .metadata import InputSpec
 from .model_loading import load_model, program_inputs
 from .pipeline import relax_pipeline, tir_pipeline
@@ -74,21 +75,36 @@ class CompileResult:
         return "\n".join(lines)
 
 
-def import_model(model, input_shape=None, dtype="fp32", seed=0, calibration=None):
+def import_model(model, input_shape=None, dtype=None, seed=0, calibration=None):
     """``(Relax module, RewriteReport, torch model, input shape, name)``: what ``compile_model`` compiles,
     and what ``scripts/tune.py`` tunes (same module, so the database keys match). ``int8``: quantized on
-    ``calibration`` (see ``tvm_ecnn.quantize``)."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}")
+    ``calibration`` (see ``tvm_ecnn.quantize``); a PT2E program is int8 as imported (``model_dtype``)."""
     torch_model, shape, name = load_model(model, input_shape, seed)
+    dtype = model_dtype(torch_model, dtype, calibration, model if isinstance(model, (str, Path)) else name)
     mod, report = from_torch(torch_model, (torch.randn(shape),), with_report=True)
     if dtype == "fp16":
         mod = float16_storage(mod)
-    if dtype == "int8":
+    if dtype == "int8" and not is_pt2e(torch_model):
         from .quantize import quantize
 
         mod = quantize(mod, calibration, seed=seed).mod
     return mod, report, torch_model, shape, name
+
+
+def model_dtype(torch_model, dtype, calibration, name) -> str:
+    """What ``torch_model`` compiles to: ``dtype``; by default fp32, or int8 for a PT2E-quantized program, which is
+    int8 already (its scales are PyTorch's) and so can be neither recalibrated nor compiled in another dtype."""
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}")
+    if not is_pt2e(torch_model):
+        return dtype or "fp32"
+    if dtype not in (None, "int8"):
+        raise ValueError(f"{name} is a PT2E int8 model (quantized in PyTorch): it compiles as int8 only; drop "
+                         f"--dtype {dtype} (dtype={dtype!r})")
+    if calibration is not None:
+        raise ValueError(f"{name} is already quantized with PT2E (scales from PyTorch's convert_pt2e): drop "
+                         "--calibration (calibration=...)")
+    return "int8"
 
 
 def float16_storage(mod: tvm.IRModule) -> tvm.IRModule:
@@ -117,21 +133,24 @@ def _kernels(lowered: tvm.IRModule, target) -> dict[str, int]:
     return {k: v for k, v in counts.items() if v or k == device}
 
 
-def compile_model(model="shiftresnet20", input_shape=None, target="adreno", *, dtype="fp32", tuning_db=None,
+def compile_model(model="shiftresnet20", input_shape=None, target="adreno", *, dtype=None, tuning_db=None,
                   output=None, seed=0, progress=True, calibration=None) -> CompileResult:
     """Compile ``model`` for ``target`` (any name of ``targets.names()``) and export a ``.so``.
 
     ``dtype="int8"``: static post-training quantization (``tvm_ecnn.quantize``) on ``calibration`` (a
     ``.npy``/``.pt`` file or array of N inputs; None: random inputs, with a warning); the summary adds weight
-    bytes, the ops left in float and the int8 vs fp32 agreement on the calibration inputs.
+    bytes, the ops left in float and the int8 vs fp32 agreement on the calibration inputs. ``dtype=None``: fp32,
+    or int8 for a model quantized in PyTorch with PT2E (its own scales; the summary adds weight bytes and float ops).
     Raises ``ValueError`` for bad input (model, shape, output path: checked before the compile starts) and
     ``CompileError`` (stage, layer) when the compiler fails."""
     tvm_target = _targets.get_target(target)
     torch_model, shape, name = load_model(model, input_shape, seed)
+    pt2e = is_pt2e(torch_model)
+    dtype = model_dtype(torch_model, dtype, calibration, model if isinstance(model, (str, Path)) else name)
     out = Path(output or f"{name}-{str(target).replace('/', '-')}.so").resolve()
     check_output(out, _model_files(model, tuning_db))
     records = AppliedRecords(tuning_db, tvm_target) if tuning_db is not None else None  # a bad path fails now
-    stages = tqdm(total=5 if dtype == "int8" else 4, desc="compile", disable=not progress, bar_format="{desc} {bar:10} {n}/{total}{postfix}")
+    stages = tqdm(total=5 if dtype == "int8" and not pt2e else 4, desc="compile", disable=not progress, bar_format="{desc} {bar:10} {n}/{total}{postfix}")
     seconds = {}
     report = None
 
@@ -154,9 +173,9 @@ def compile_model(model="shiftresnet20", input_shape=None, target="adreno", *, d
     saved = program_inputs(torch_model) if isinstance(torch_model, torch.export.ExportedProgram) else None
     try:
         mod, report = stage("import", lambda: _quiet_when_refused(lambda: import_model(
-            torch_model, shape, "fp32" if dtype == "int8" else dtype, seed)[:2]))
+            torch_model, shape, "fp32" if dtype == "int8" and not pt2e else dtype, seed)[:2]))
         quantized = None
-        if dtype == "int8":
+        if dtype == "int8" and not pt2e:
             from .quantize import quantize
 
             quantized = stage("quantize", lambda: quantize(mod, calibration, seed=seed))
@@ -182,6 +201,10 @@ def compile_model(model="shiftresnet20", input_shape=None, target="adreno", *, d
                            tuning=records.summary() if records is not None else None)
     if quantized is not None:
         result.int8_lines = _int8_lines(quantized, executable if str(target) == "host" else None)
+    if pt2e:
+        from .quantize import pt2e_summary_lines
+
+        result.int8_lines = pt2e_summary_lines(mod, report.pt2e_float_ops)
     return result
 
 
@@ -202,8 +225,8 @@ def _constants(mod: tvm.IRModule) -> list:
 
 
 def _roofline(torch_model, shape, target, dtype) -> float | None:
-    """The analyzer's estimate (ms) for Snapdragon targets; None for the host or a saved program."""
-    if isinstance(torch_model, torch.export.ExportedProgram):
+    """The analyzer's estimate (ms) for Snapdragon targets; None for the host, a saved or a PT2E program."""
+    if isinstance(torch_model, torch.export.ExportedProgram) or is_pt2e(torch_model):
         return None
     try:
         _targets.preset_for(target)

@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import torch
 from . import models as _models
 from .error_text import error_line
 from .metadata import InputSpec
+
+PT2E_OPS = "torch.ops.quantized_decomposed."  # PT2E's q/dq ops (torchao's convert_pt2e)
 
 
 def load_model(spec, input_shape=None, seed=0):
@@ -64,16 +67,59 @@ def check_shape(shape) -> tuple[int, ...]:
 def _load_program(path: str) -> torch.export.ExportedProgram:
     if not Path(path).is_file():
         raise ValueError(f"model file {path} " + ("is a directory" if Path(path).is_dir() else "does not exist"))
-    log = logging.getLogger("torch.export")  # it logs the whole traceback before raising for a non-archive
+    _register_op_libraries()
+    log = logging.getLogger("torch.export")  # it logs the whole traceback (naming an unknown op) before raising
+    failures = _Failures()
     level = log.level
-    log.setLevel(logging.CRITICAL)
+    log.setLevel(logging.WARNING)
+    log.addFilter(failures)
     try:
         program = torch.export.load(path)
     except Exception as error:  # zip, pickle and version errors alike: the file is not what we need
+        missing = failures.unresolved_op()
+        if missing is not None:
+            raise ValueError(f"{path} calls {missing}, which is not registered here: " + (
+                "PT2E's q/dq ops come with torchao (pip install torchao)" if missing.startswith(PT2E_OPS) else
+                "import the library that defines it, then pass torch.export.load's program to "
+                "tvm_ecnn.deploy.compile_model")) from None
         raise ValueError(f"{path} is not a program saved with torch.export.save ({error_line(error)})") from None
     finally:
+        log.removeFilter(failures)
         log.setLevel(level)
     return _fp32_only(program, path)
+
+
+def _register_op_libraries() -> None:
+    """``torch.export.load`` resolves every op by name, so the libraries of the custom ops a saved program may call
+    are imported first: ours (``torch.ops.ecnn``) and PT2E's q/dq ops (``torch.ops.quantized_decomposed``, which
+    torch registers for torchao's ``convert_pt2e``; from torchao itself should a torch no longer have them)."""
+    from . import nn  # noqa: F401
+
+    for library in ("torch.ao.quantization.fx._decomposed", "torchao.quantization.pt2e"):
+        try:
+            importlib.import_module(library)
+            return
+        except ImportError:
+            continue
+
+
+class _Failures(logging.Filter):
+    """Keeps what ``torch.export.load`` logs (the op it could not resolve is named there, not in what it raises)
+    from being printed."""
+
+    UNRESOLVED = re.compile(r"failed to resolve (torch\.ops\.[\w.]+?)(?:\.default)? to an operator")
+
+    def __init__(self):
+        super().__init__()
+        self.errors = []
+
+    def filter(self, record) -> bool:
+        self.errors.append(str(record.exc_info[1]) if record.exc_info and record.exc_info[1] else record.getMessage())
+        return False
+
+    def unresolved_op(self) -> str | None:
+        found = (self.UNRESOLVED.search(text) for text in self.errors)
+        return next((m.group(1) for m in found if m), None)
 
 
 def _program_shape(program, input_shape, spec) -> tuple[int, ...]:

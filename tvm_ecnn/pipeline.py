@@ -5,7 +5,8 @@ fuses nor schedules (bug D). We build the target's default backend pipeline ours
 the ecnn passes where they belong: graph rewrites before legalization (shift groups put in raster
 order, in-place sparse shifts on CPUs), and right after FuseTIR (before dlight) the tuned records of a
 MetaSchedule database, then hand schedules for the ecnn functions the database does not cover, then
-(CPUs) default schedules for every other kernel and the packing of their weights into constants.
+(CPUs) default schedules for every other kernel, (Adreno) the int8 conv2d schedules, and the packing of their weights
+into constants.
 """
 from __future__ import annotations
 
@@ -51,9 +52,8 @@ def _after_fusion(target: tvm.target.Target, tuning_db) -> list:
     # and mark what they schedule `tirx.is_scheduled`, which ApplyEcnnSchedules then leaves alone.
     # On CPUs the default schedules come last, then the weight packing they ask for is folded into constants.
     cpu = [ApplyDefaultCpuSchedules(target), FoldPackedWeights()] if target.kind.name == "llvm" else []
-    # Adreno buffer path only: on texture targets the packed-weight call breaks a later scope pass ("key is not in Map")
-    buffers = "adreno" in target.keys and not _targets.is_texture(target)
-    gpu = [ApplyAdrenoInt8Schedules(target), FoldPackedWeights()] if buffers else []
+    # Adreno (buffer and texture: int8 tensors stay in buffers on both): the int8 conv schedules, their weights packed
+    gpu = [ApplyAdrenoInt8Schedules(target), FoldPackedWeights()] if "adreno" in target.keys else []
     passes = [ApplyEcnnSchedules(target)] + cpu + gpu
     if tuning_db is not None:
         records = tuning_db if isinstance(tuning_db, AppliedRecords) else AppliedRecords(tuning_db, target)

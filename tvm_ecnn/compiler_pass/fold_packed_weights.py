@@ -38,7 +38,8 @@ class FoldPackedWeights:
         if len(others) == sum(isinstance(f, tvm.tirx.PrimFunc) for f in mod.functions.values()):
             return mod
         split = relax.transform.SplitLayoutRewritePreproc()(
-            tvm.IRModule({gv: f for gv, f in mod.functions.items() if gv not in others}, attrs=mod.attrs))
+            tvm.IRModule({gv: f for gv, f in mod.functions.items() if gv not in others}, attrs=mod.attrs,
+                         global_infos=mod.global_infos))  # texture targets: the vdevices CallTIRRewrite looks up
         for gv, f in others.items():
             split[gv] = f
         return tvm.transform.Sequential([relax.transform.FoldConstant(), relax.transform.DeadCodeElimination()])(split)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import fx
+from torch.utils import _pytree as pytree
 from tvm import relax
 
 from tvm_ecnn.compiler_pass.fx_graph import ExportedGraph
@@ -24,9 +25,25 @@ FULL_RANGE = {torch.int8: (-128, 127), torch.uint8: (0, 255)}
 WEIGHT_DTYPES = (torch.int8,)
 
 
-def is_pt2e(graph: fx.Graph) -> bool:
-    """Whether ``graph`` holds PT2E q/dq ops (then ``from_torch`` returns the int8 module)."""
-    return any(getattr(n.target, "namespace", None) == NAMESPACE for n in graph.nodes if n.op == "call_function")
+def is_pt2e(model) -> bool:
+    """Whether ``model`` (a ``torch.export`` program, or ``convert_pt2e``'s module) holds PT2E q/dq ops: it is int8
+    already, and ``from_torch`` returns its int8 module."""
+    graph = getattr(model, "graph", None)
+    return isinstance(graph, fx.Graph) and any(getattr(n.target, "namespace", None) == NAMESPACE
+                                               for n in graph.nodes if n.op == "call_function")
+
+
+def output_steps(model) -> list[float | None]:
+    """Per output of a PT2E ``model``, its quantization step (the scale of the final per-tensor dequantize; None
+    where it is not one): the unit of the agreement criterion, within one step of PyTorch on every element."""
+    output = next(n for n in model.graph.nodes if n.op == "output")
+    steps = []
+    for value in pytree.tree_leaves(output.args[0]):
+        target = getattr(value, "target", None)
+        dequantized = (getattr(target, "namespace", None) == NAMESPACE
+                       and target.__name__ == "dequantize_per_tensor.default")
+        steps.append(float(value.args[1]) if dequantized else None)
+    return steps
 
 
 def _scalar(value) -> float:

@@ -23,6 +23,8 @@ class RewriteReport:
     rows: list[RewriteRow] = field(default_factory=list)
     origins: dict[str, str] = field(default_factory=dict)
     """Relax var name -> torch module path, so that Relax passes can name their sites."""
+    pt2e_float_ops: Counter = field(default_factory=Counter)
+    """A PT2E program's ops the int8 fold kept in fp32 (op name -> count), as ``QuantizedModule.float_ops``."""
 
     def add(self, pattern: str, module_path: str, channels_moved: int, result: str) -> None:
         self.rows.append(RewriteRow(pattern, module_path, int(channels_moved), result))

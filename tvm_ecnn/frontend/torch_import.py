@@ -150,7 +150,8 @@ def import_pipeline(report: RewriteReport, *, fuse: bool = True, keep_params_as_
         ConvertToRelax(report, keep_params_as_input),
         # on the Relax module
         *([FoldBatchNorm(report.on_rewrite), FuseShiftConv(report.on_rewrite)] if fuse else []),
-        fold_pt2e,  # a PT2E-quantized program's q/dq pairs into int8 ops (nothing to do otherwise)
+        # a PT2E-quantized program's q/dq pairs into int8 ops (nothing to do otherwise)
+        lambda mod: fold_pt2e(mod, report.pt2e_float_ops),
     ]
 
 

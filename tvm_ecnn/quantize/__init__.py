@@ -37,13 +37,23 @@ class QuantizedModule:
     """the fp32 module's outputs on ``samples`` (what ``agreement`` compares with)"""
 
     def summary_lines(self, agreed: Agreement | None) -> list[str]:
-        floats = ", ".join(f"{op.removeprefix('relax.')} x{n}" for op, n in sorted(self.float_ops.items())) or "none"
         lines = [f"int8        weights {self.weight_bytes / 2**20:.3f} MB ({self.weight_bytes / max(self.fp32_weight_bytes, 1):.2f}x "
                  f"of fp32 {self.fp32_weight_bytes / 2**20:.3f} MB); calibration: {self.calibration}",
-                 f"in float    {floats}"]
+                 _float_ops_line(self.float_ops)]
         if agreed is not None:
             lines.append(f"int8 ~ fp32 {agreed} (on the calibration inputs, host build)")
         return lines
+
+
+def pt2e_summary_lines(mod: tvm.IRModule, float_ops: dict[str, int]) -> list[str]:
+    """The summary of a PT2E program's int8 module: its scales are PyTorch's, so there is no calibration to name."""
+    return [f"int8        PT2E int8 model (scales, zero points and weights from PyTorch's convert_pt2e): weights "
+            f"{_weight_bytes(mod['main']) / 2**20:.3f} MB", _float_ops_line(float_ops)]
+
+
+def _float_ops_line(float_ops: dict[str, int]) -> str:
+    return "in float    " + (", ".join(f"{op.removeprefix('relax.')} x{n}" for op, n in sorted(float_ops.items()))
+                             or "none")
 
 
 def _weight_bytes(func: relax.Function) -> int:

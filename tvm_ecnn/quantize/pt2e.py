@@ -16,6 +16,8 @@ Arithmetic: docs/int8-quantization.md, "PT2E".
 """
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import tvm
 from tvm import relax
@@ -177,12 +179,16 @@ class Pt2eRewrite(Int8Rewrite):
         self.q[var] = QTensor(value, scale, zero_point)
 
 
-def fold_pt2e(mod: tvm.IRModule) -> tvm.IRModule:
-    """``mod`` with its PT2E q/dq pairs folded into int8 ops; unchanged when it has none."""
+def fold_pt2e(mod: tvm.IRModule, float_ops: Counter | None = None) -> tvm.IRModule:
+    """``mod`` with its PT2E q/dq pairs folded into int8 ops; unchanged when it has none. ``float_ops`` (for the
+    compile summary) counts the ops kept in fp32."""
     flow = Dataflow(mod["main"])
     if all(flow.call(var, *QDQ_OPS) is None for var in flow.order):
         return mod
     func, qparams, weights = _strip(mod["main"])
+    rewrite = Pt2eRewrite(func, qparams, weights)
     out = mod.clone()
-    out["main"] = Pt2eRewrite(func, qparams, weights).run()
+    out["main"] = rewrite.run()
+    if float_ops is not None:
+        float_ops.update(rewrite.float_ops)
     return relax.transform.DeadCodeElimination()(out)
