@@ -210,6 +210,15 @@ def test_generic_cpu_pointer_is_replaced_in_a_device_struct():
     assert not pocl.replace_generic_cpu(ctypes.addressof(fields), b"haswell", scan_bytes=64)
 
 
+def test_image_limits_are_raised_to_adreno_in_a_device_struct():
+    import ctypes
+
+    fields = (ctypes.c_uint64 * 6)(8192, 0, 8192, 8192, 2048, 2048)
+    assert pocl.widen_images_to_adreno(ctypes.addressof(fields), 8192, 8192, scan_bytes=48)
+    assert list(fields) == [8192, 0, pocl.ADRENO_IMAGE2D_MAX, pocl.ADRENO_IMAGE2D_MAX, 2048, 2048]
+    assert not pocl.widen_images_to_adreno(ctypes.addressof(fields), 8192, 8192, scan_bytes=48)
+
+
 @pytest.mark.parametrize("flags, cpu", [({"avx512f", "avx2"}, b"skylake-avx512"), ({"avx2", "fma"}, b"haswell"),
                                         ({"sse2"}, b"x86-64")])
 def test_llvm_cpu_follows_the_kernel_library_variant(flags, cpu):
@@ -228,3 +237,7 @@ def test_pocl_builds_for_this_host_cpu():
     out = np.empty_like(data)
     cl.enqueue_copy(queue, out, buffer)
     np.testing.assert_array_equal(out, 2 * np.arange(8, dtype="float32"))
+    # and takes the images an Adreno takes (TVM lays ShiftResNet-20's 32x32 maps out 12288 texels wide)
+    assert queue.context.devices[0].image2d_max_width >= pocl.ADRENO_IMAGE2D_MAX
+    cl.create_image(queue.context, cl.mem_flags.READ_WRITE, cl.ImageFormat(cl.channel_order.RGBA, cl.channel_type.FLOAT),
+                    shape=(12288, 1, 1), is_array=True)

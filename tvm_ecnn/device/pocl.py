@@ -312,6 +312,23 @@ def replace_generic_cpu(struct_address: int, cpu: bytes, scan_bytes: int = _DEVI
     return False
 
 
+ADRENO_IMAGE2D_MAX = 16384
+"""CL_DEVICE_IMAGE2D_MAX_WIDTH/HEIGHT of Adreno 6xx-8xx; PoCL's CPU device says 8192, and TVM's texture planning,
+made for Adreno, lays some tensors out wider (ShiftResNet-20 at 32x32: a 12288-texel row)."""
+
+
+def widen_images_to_adreno(struct_address: int, width: int, height: int, scan_bytes: int = _DEVICE_SCAN_BYTES) -> bool:
+    """Raise the device's 2D image limits (the adjacent ``image2d_max_width``/``_height`` words, found by the values
+    the device reports) to Adreno's, so an image the phone accepts is accepted here. PoCL's images are plain host
+    memory; the limit is a number. False (nothing changed) when the pair is not found."""
+    words = (ctypes.c_uint64 * (scan_bytes // 8)).from_address(struct_address)
+    for index in range(len(words) - 1):
+        if (words[index], words[index + 1]) == (width, height):
+            words[index] = words[index + 1] = max(width, ADRENO_IMAGE2D_MAX)
+            return True
+    return False
+
+
 def _name_the_host_cpu(device) -> None:
     """PoCL reports the CPU it compiles for at the end of its version (``HSTR: pthread-<triple>-<cpu>``)."""
     if device.version.endswith("-generic"):
@@ -337,6 +354,8 @@ def pocl_queue():
         raise ExternalToolError(f"no PoCL OpenCL platform (found {[p.name for p in platforms]}): {POCL_INSTALL}")
     device = pocl[0].get_devices()[0]
     _name_the_host_cpu(device)
+    if device.image2d_max_width < ADRENO_IMAGE2D_MAX and _readable(device.int_ptr, _DEVICE_SCAN_BYTES):
+        widen_images_to_adreno(device.int_ptr, device.image2d_max_width, device.image2d_max_height)
     return cl.CommandQueue(cl.Context([device]))
 
 
