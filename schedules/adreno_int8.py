@@ -20,7 +20,7 @@ from tvm.s_tir import Schedule
 
 from ._blocks import divisor, extents
 from .adreno import bind_threads
-from .cpu_common import inline_all, mark_weight_prepack, read_index
+from .cpu_common import inline_all, packed_weight_read, read_index
 from .cpu_conv2d_block import epilogue_block, find_conv2d
 
 OUT_TILES = (4, 2)  # output channels per work-item: 4 is one char4 of packed weights
@@ -69,10 +69,8 @@ def schedule_int8_conv2d(sch: Schedule, target) -> bool:
 def pack_weights(sch: Schedule, conv, tile: int):
     """Weights as ``[O / tile, C / groups, kh, kw, tile]``: a root block marked for packing at compile time
     (``FoldPackedWeights``); returns it."""
-    packed = sch.cache_read(conv.block, read_index(sch, conv.block, conv.weight), "global")
-    sch.transform_layout(packed, ("write", 0), lambda f_, c_, r_, s_: (f_ // tile, c_, r_, s_, f_ % tile))
-    mark_weight_prepack(sch, packed)
-    return packed
+    return packed_weight_read(sch, conv.block, read_index(sch, conv.block, conv.weight),
+                              lambda f_, c_, r_, s_: (f_ // tile, c_, r_, s_, f_ % tile))
 
 
 def int8_conv2d(sch: Schedule):

@@ -4,7 +4,7 @@
 with tiles for NEON's 32 x 128-bit registers): per input channel, 16 output channels (4 vectors
 of 4 lanes) x 4 output pixels = 16 accumulators that stay in registers for the whole reduction,
 4 weight vectors of the weight packed ``[O/16, C, 1, 1, 16]`` at compile time (a constant:
-``pack_weights_at_compile_time``), 4 input values (7 pixels x 8 channels on 7-wide maps:
+``cpu_common.pack_weights_at_compile_time``), 4 input values (7 pixels x 8 channels on 7-wide maps:
 ``micro_tile``). Hot loop, fp32: 16 ``fmla v.4s, v.4s, v.s[i]`` + 2 ``ldp q`` + the inputs
 (26 instructions; 71 without the staging below, 56 spilled accumulators with the host's tiles).
 16 accumulators are enough: 2 FMA pipes x 4 cycles of ``fmla`` latency need 8 in flight, and the
@@ -115,31 +115,17 @@ def schedule_shift_conv2d_fma(sch: Schedule, blocks: dict, target, staged, tiles
         sch.compute_at(staged, wo)
         sch.set_scope(staged, 0, "local")
     tile = tiles[0]  # one contiguous row of the tile's output channels per rc
-    pack_weights_at_compile_time(sch, blocks, lambda o, c, kh, kw: (o // tile, c, kh, kw, o % tile))
+    cpu_common.pack_weights_at_compile_time(sch, blocks, lambda o, c, kh, kw: (o // tile, c, kh, kw, o % tile))
     sch.unroll(wi)
     sch.vectorize(oi)
     sch.decompose_reduction(blocks["shift_conv2d"], rc)
 
 
-def pack_weights_at_compile_time(sch: Schedule, blocks: dict, layout, inline=True) -> None:
-    """The ``[O, C, 1, 1]`` weight packed to ``layout`` by a root block marked for ``FoldPackedWeights``,
-    as the plain convs' (``cpu_conv2d``): a constant at compile time. ``inline``: the ``[C, O]`` panel
-    reads it directly (no weight copy left in the kernel); else the panel stays, a contiguous copy
-    when ``layout`` is its own. (The marked block is a whole-buffer relayout of the weight, which
-    MetaSchedule's builder accepts; the panel's ``weight[o, c, 0, 0]`` is not.)"""
-    panel = blocks["shift_conv2d_weight"]
-    packed = sch.cache_read(panel, 0, "global")
-    sch.transform_layout(packed, ("write", 0), layout)
-    cpu_common.mark_weight_prepack(sch, packed)
-    if inline:
-        sch.compute_inline(panel)
-
-
 def schedule_shift_conv2d_dot(sch: Schedule, blocks: dict, target, tiles) -> None:
     """int8 x int8 -> int32: the same tile, 4 input channels per step via a 4x4 dot product; the
     weights packed in the panel's ``[O / 4, C / 4, 4, 4]`` order at compile time (per row a plain copy)."""
-    pack_weights_at_compile_time(sch, blocks, lambda o, c, kh, kw: (o // 4, c // 4, kh, kw, o % 4, c % 4),
-                                 inline=False)
+    cpu_common.pack_weights_at_compile_time(sch, blocks, lambda o, c, kh, kw: (o // 4, c // 4, kh, kw, o % 4, c % 4),
+                                            inline=False)
     cpu_int8.dot_tile(sch, blocks, dot_intrinsic(target), 4, tiles)
 
 

@@ -3,10 +3,10 @@
 ``shift_conv2d`` (fp32 NCHW, rows of 4 pixels or more) runs the micro-kernel the plain 1x1 conv
 (``cpu_conv2d.py``) picks for its output shape, *pixel vectors* or *channel vectors* (7x7, 14x14,
 28x28 maps: odd pixel vectors lose to full channel vectors), on the shifted input staged as
-NCHW planes: the shift's arithmetic and bounds tests leave the FMA loop, and the weight panel is
-packed once per call. The grouped shift under full pixel vectors (8x8, 16x16, 32x32 maps) is read
-in place instead: a copy of the input costs more than the shift's address arithmetic there, which
-leaves the FMA loop once the reduction runs one shift cell at a time. int8 on AVX-512 VNNI: ``vpdpbusd``
+NCHW planes: the shift's arithmetic and bounds tests leave the FMA loop, and the weight is packed
+once, at compile time (``cpu_common.pack_weights_at_compile_time``). The grouped shift under full
+pixel vectors (8x8, 16x16, 32x32 maps) is read in place instead: a copy of the input costs more
+than the shift's address arithmetic there, which leaves the FMA loop once the reduction runs one shift cell at a time. int8 on AVX-512 VNNI: ``vpdpbusd``
 (``cpu_int8.py``). Otherwise (int8, NCHW4c, narrower rows) an outer-product
 micro-kernel: a vector of output channels accumulates ``x * w`` for a few output pixels, so the
 (shifted, bounds-checked) input is one *scalar* load per pixel and channel whatever the shift; the
@@ -23,7 +23,7 @@ from tvm.s_tir import SBlock, Schedule
 
 from . import cpu_int8
 from ._blocks import divisor, extents
-from .cpu_common import accumulator_budget, vector_lanes
+from .cpu_common import accumulator_budget, pack_weights_at_compile_time, vector_lanes
 from .cpu_conv2d import (channel_tile, outer_product_pixels, pixel_vector_channels, pixel_vector_width,
                          pixel_vectors_win)
 from .cpu_loop_nest import schedule_block
@@ -274,9 +274,9 @@ def _shift_cell_run(analyzer, indices, v_c, channels: int) -> int:
 def channel_vector_shift_conv2d(sch: Schedule, blocks: dict, tile: int, pixels: int) -> None:
     """Channel vectors, as the host's plain 1x1 conv (``cpu_conv2d._outer_product``): per
     (output-channel tile, row) in parallel, per ``pixels`` output pixels, ``pixels x tile``
-    accumulators; per ``rc`` one ``tile`` weight vector of the ``[O / tile, C, tile]`` panel
-    (packed once per call) times one scalar of the staged planes per pixel."""
-    acc, panel, stage = blocks["shift_conv2d"], blocks["shift_conv2d_weight"], blocks["shift_conv2d_input"]
+    accumulators; per ``rc`` one ``tile`` weight vector of the weight packed
+    ``[O / tile, C, 1, 1, tile]`` at compile time times one scalar of the staged planes per pixel."""
+    acc, stage = blocks["shift_conv2d"], blocks["shift_conv2d_input"]
     epilogue = blocks.get("shift_conv2d_epilogue")
     if epilogue is not None:
         sch.set_scope(acc, 0, "local")
@@ -289,17 +289,10 @@ def channel_vector_shift_conv2d(sch: Schedule, blocks: dict, tile: int, pixels: 
     sch.transform_layout(acc, ("write", 0), lambda n_, o_, h_, w_: (n_, h_, w_, o_))
     sch.parallel(sch.fuse(n, fo, h))
     _stage_planes(sch, stage)
-    _pack_panel(sch, panel, tile)
+    pack_weights_at_compile_time(sch, blocks, lambda o, c, kh, kw: (o // tile, c, kh, kw, o % tile))
     sch.unroll(xi)
     sch.vectorize(fi)
     sch.decompose_reduction(acc, rc)
-
-
-def _pack_panel(sch: Schedule, panel, tile: int) -> None:
-    """The ``[C, O]`` weight panel as ``[O / tile, C, tile]``, packed once per call (C x O copies
-    against C x O x H' x W' multiply-adds), not marked for FoldPackedWeights: MetaSchedule's
-    builder strips marked stages and rejects this one (weight[o, c, 0, 0])."""
-    sch.transform_layout(panel, ("write", 0), lambda c_, o_: (o_ // tile, c_, o_ % tile))
 
 
 def pixel_vector_shift_conv2d(sch: Schedule, blocks: dict, rows: int, vector: int, budget: int,
@@ -308,9 +301,9 @@ def pixel_vector_shift_conv2d(sch: Schedule, blocks: dict, rows: int, vector: in
     as NCHW planes (``_stage_planes``), or with ``direct`` read in place where
     ``reads_shift_directly`` (the reduction then runs per shift cell, ``unguard_shifted_loads``);
     per ``rc`` one contiguous vector of output pixels (``rows`` whole rows on small maps) times
-    ``channels`` scalar weights, broadcast from the ``[O / channels, C, channels]`` panel packed
-    once per call. The accumulators and the epilogue are NCHW vectors."""
-    acc, panel, stage = blocks["shift_conv2d"], blocks["shift_conv2d_weight"], blocks["shift_conv2d_input"]
+    ``channels`` scalar weights, broadcast from the weight packed ``[O / channels, C, 1, 1, channels]``
+    at compile time. The accumulators and the epilogue are NCHW vectors."""
+    acc, stage = blocks["shift_conv2d"], blocks["shift_conv2d_input"]
     epilogue = blocks.get("shift_conv2d_epilogue")
     _, out_ch, _, width, _ = extents(sch, sch.get_loops(acc))
     channels = pixel_vector_channels(out_ch, budget)
@@ -340,7 +333,7 @@ def pixel_vector_shift_conv2d(sch: Schedule, blocks: dict, rows: int, vector: in
     else:
         sch.parallel(n)
         _stage_planes(sch, stage, n)
-    _pack_panel(sch, panel, channels)
+    pack_weights_at_compile_time(sch, blocks, lambda o, c, kh, kw: (o // channels, c, kh, kw, o % channels))
     sch.unroll(fi)
     sch.vectorize(pi)
     sch.vectorize(sch.get_loops(store)[-1])

@@ -92,5 +92,28 @@ at compile time when the weight is a constant (``compiler_pass/fold_packed_weigh
 
 
 def mark_weight_prepack(sch: Schedule, block) -> None:
-    """Mark ``block`` (a root-level stage reading only a weight parameter) to be packed at compile time."""
-    sch.annotate(block, WEIGHT_PREPACK, True)
+    """Mark ``block`` (a root-level stage reading only a weight parameter) to be packed at compile time.
+
+    The value is the integer 1, not ``True``: a tuning database's JSON stores the trace's ``True`` as
+    1, so a record of a schedule marked ``True`` would rebuild a kernel that differs from it."""
+    sch.annotate(block, WEIGHT_PREPACK, 1)
+
+
+def packed_weight_read(sch: Schedule, block, index: int, layout):
+    """A root-level copy of ``block``'s read ``index`` (a weight) in ``layout``, marked to be packed at compile
+    time: the stage every packing schedule (plain convs, ``shift_conv2d``, int8, ARM) shares."""
+    packed = sch.cache_read(block, index, "global")
+    sch.transform_layout(packed, ("write", 0), layout)
+    mark_weight_prepack(sch, packed)
+    return packed
+
+
+def pack_weights_at_compile_time(sch: Schedule, blocks: dict, layout, inline=True) -> None:
+    """The ``[O, C, 1, 1]`` weight of a ``shift_conv2d`` packed to ``layout`` (``packed_weight_read``).
+    ``inline``: the ``[C, O]`` panel reads it directly (no weight copy left in the kernel); else the panel
+    stays, a contiguous copy when ``layout`` is its own. (The marked block is a whole-buffer relayout of the
+    weight, which MetaSchedule's builder accepts; the panel's ``weight[o, c, 0, 0]`` is not.)"""
+    panel = blocks["shift_conv2d_weight"]
+    packed_weight_read(sch, panel, 0, layout)
+    if inline:
+        sch.compute_inline(panel)

@@ -11,7 +11,7 @@ from tvm import tirx
 from tvm.s_tir import Schedule
 
 from ._blocks import extents, trivially_bound
-from .cpu_common import kinds, mark_weight_prepack, read_index, root_blocks
+from .cpu_common import kinds, packed_weight_read, read_index, root_blocks
 from .cpu_loop_nest import schedule_block
 
 CONV_PARALLEL_MIN_MACS = 1 << 16
@@ -107,7 +107,6 @@ def pack_weights(sch: Schedule, conv: Conv2d, tile: int) -> None:
     """The weights as ``[O / tile, C, kh, kw, tile]``: one contiguous run per micro-kernel step.
     A root block marked as the weight's layout-rewrite preprocess, which ``FoldPackedWeights``
     turns into a constant at compile time (here it would re-pack per call)."""
-    packed = sch.cache_read(conv.block, read_index(sch, conv.block, conv.weight), "global")
-    sch.transform_layout(packed, ("write", 0), lambda f_, c_, r_, s_: (f_ // tile, c_, r_, s_, f_ % tile))
+    packed = packed_weight_read(sch, conv.block, read_index(sch, conv.block, conv.weight),
+                                lambda f_, c_, r_, s_: (f_ // tile, c_, r_, s_, f_ % tile))
     schedule_block(sch, packed, 0)
-    mark_weight_prepack(sch, packed)

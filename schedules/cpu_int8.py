@@ -224,9 +224,7 @@ def stage_dot_operands(sch: Schedule, conv, epilogue, pad, weight_layout):
     data = pad if pad is not None else sch.cache_read(block, cpu_common.read_index(sch, block, conv.data), "global")
     sch.transform_layout(data, ("write", 0), lambda n_, c_, h_, w_: (n_, h_, w_, c_))
     cpu_loop_nest.schedule_block(sch, data, 0)
-    packed = sch.cache_read(block, cpu_common.read_index(sch, block, conv.weight), "global")
-    sch.transform_layout(packed, ("write", 0), weight_layout)
-    cpu_common.mark_weight_prepack(sch, packed)
+    cpu_common.packed_weight_read(sch, block, cpu_common.read_index(sch, block, conv.weight), weight_layout)
     return store
 
 
@@ -314,10 +312,9 @@ def vnni_pixel_conv2d(sch: Schedule, conv, epilogue, pad) -> bool:
     data = pad if pad is not None else sch.cache_read(block, cpu_common.read_index(sch, block, conv.data), "global")
     sch.transform_layout(data, ("write", 0), lambda n, c, h, w: (n, c // 4, h * width + w, c % 4))
     _stage_channel_planes(sch, data, width)
-    packed = sch.cache_read(block, cpu_common.read_index(sch, block, conv.weight), "global")
     f = tiles[0]
-    sch.transform_layout(packed, ("write", 0), lambda o, c, r, s: (o // f, c // 4, r, s, o % f, c % 4))
-    cpu_common.mark_weight_prepack(sch, packed)
+    cpu_common.packed_weight_read(sch, block, cpu_common.read_index(sch, block, conv.weight),
+                                  lambda o, c, r, s: (o // f, c // 4, r, s, o % f, c % 4))
     _pixel_vectors(sch, block, store, width, tiles, lambda loop: cpu_conv2d_block.parallel_conv(sch, conv, loop))
     return True
 

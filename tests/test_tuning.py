@@ -25,7 +25,7 @@ from relax_helpers import build_module
 from tvm_ecnn import tuning, tuning_budget, tuning_db
 from tvm_ecnn.compiler_pass.apply_default_cpu_schedules import default_schedule
 from tvm_ecnn.device import emulated
-from tvm_ecnn.pipeline import build, relax_pipeline, tuning_passes
+from tvm_ecnn.pipeline import build, relax_pipeline, scheduling_passes, tuning_passes
 from tvm_ecnn.runtime import tracker_devices
 from tvm_ecnn.tuning_db import AppliedRecords
 
@@ -170,7 +170,7 @@ def test_hand_schedule_is_the_first_trial(killed_then_resumed, module):
     sch = tvm.s_tir.Schedule(workload.mod)
     ms.database.TuningRecord.from_json(record, workload).trace.apply_to_schedule(sch, remove_postproc=False)
     name, _ = ecnn_function(module)
-    hand_scheduled = relax_pipeline(HOST)(module)[name]
+    hand_scheduled = scheduling_passes(HOST)(module)[name]
     assert tvm_ffi.structural_equal(sch.mod["main"].body, hand_scheduled.body, map_free_vars=True)
 
 
@@ -180,7 +180,7 @@ def test_build_applies_the_best_record_with_unchanged_numerics(killed_then_resum
     database = ms.database.JSONDatabase(work_dir=str(db))
     best = database.query_ir_module(ms.tune_context._normalize_mod(func), HOST, name)
     assert best is not None, "database keys do not match the functions build looks up"
-    tuned = relax_pipeline(HOST, db)(module)[name]
+    tuned = scheduling_passes(HOST, db)(module)[name]
     assert tvm_ffi.structural_equal(tuned.body, best["main"].body, map_free_vars=True)
 
     x = tvm.runtime.tensor(np.random.default_rng(1).standard_normal((1, 16, 7, 7)).astype("float32"))
@@ -293,11 +293,11 @@ def test_untuned_baseline_is_measured_and_records_apply_only_when_faster(killed_
     shutil.copytree(source, db)
     (db / tuning_db.UNTUNED).write_text(json.dumps({**measured, "median_s": 1e-12}) + "\n")
     records = AppliedRecords(db, HOST)
-    tuned = relax_pipeline(HOST, records)(module)
+    tuned = scheduling_passes(HOST, records)(module)
     assert (records.applied, records.kept) == (0, 1), records.summary()
     assert "1 kept their untuned schedule" in records.summary()
     name, _ = ecnn_function(module)
-    assert tvm_ffi.structural_equal(tuned[name].body, relax_pipeline(HOST)(module)[name].body, map_free_vars=True)
+    assert tvm_ffi.structural_equal(tuned[name].body, scheduling_passes(HOST)(module)[name].body, map_free_vars=True)
 
 
 def int8_shift_conv_module() -> tvm.IRModule:

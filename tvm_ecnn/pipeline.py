@@ -137,6 +137,16 @@ def tuning_passes(target) -> tvm.transform.Pass:
     return _as_pass(target, _pass_lists(target, None)[0], "EcnnTuningPrefix")
 
 
+def scheduling_passes(target, tuning_db=None) -> tvm.transform.Pass:
+    """``relax_pipeline`` up to its scheduled kernels, before ``FoldPackedWeights`` moves their weight packing
+    out (a kernel that packs becomes ``<name>_prepacked``, reading the packed constant): the form in which a
+    tuning record schedules a kernel, by the name MetaSchedule gave its task."""
+    target = _targets.get_target(target)
+    before, after = _pass_lists(target, tuning_db)
+    folds = next((i for i, p in enumerate(after) if p.info.name == "FoldPackedWeights"), len(after))
+    return _as_pass(target, before + after[:folds], "EcnnScheduling")
+
+
 def tir_pipeline(target):
     """The TIR pipeline ``build`` uses for ``target``: texture targets need our fixed Adreno pipeline (notes
     bug C / F6 / F7, ``compiler_pass/adreno_tir.py``); TVM's default never lowers texture accesses."""
