@@ -21,7 +21,7 @@ from tvm.s_tir import Schedule
 from ._blocks import divisor, extents
 from .adreno import bind_threads
 from .cpu_common import inline_all, packed_weight_read, read_index
-from .cpu_conv2d_block import epilogue_block, find_conv2d
+from .cpu_conv2d_block import accumulate_locally, epilogue_block, find_conv2d
 
 OUT_TILES = (4, 2)  # output channels per work-item: 4 is one char4 of packed weights
 PIXEL_TILES = (4, 2)  # neighbouring output pixels (along W) per work-item
@@ -43,12 +43,7 @@ def schedule_int8_conv2d(sch: Schedule, target) -> bool:
     xo, xi = sch.split(x, [None, pixels])
     sch.reorder(n, fo, y, xo, rc, ry, rx, fi, xi)
     thread = bind_threads(sch, [n, fo, y, xo])
-    if epilogue is None:
-        store = sch.cache_write(conv.block, 0, "local")
-    else:
-        sch.set_scope(conv.block, 0, "local")
-        store = epilogue
-    sch.reverse_compute_at(store, thread)
+    store = accumulate_locally(sch, conv, epilogue, thread)
     packed = sch.get(pack_weights(sch, conv, tile)).writes[0].source
     local = sch.cache_read(conv.block, read_index(sch, conv.block, packed), "local")  # a tap's tile weights: a vector
     sch.compute_at(local, rx)
