@@ -153,7 +153,7 @@ def saved(tmp_path_factory):
     return folder, folder / "net_pt2e.pt2"
 
 
-def test_saved_pt2e_program_compiles_as_int8_and_runs_within_one_step(saved):
+def test_saved_pt2e_program_compiles_as_int8_and_matches_pytorch_in_output_steps(saved):
     folder, path = saved
     result = compile_model(str(path), None, "host", output=folder / "net.so", progress=False)
     assert result.dtype == "int8"

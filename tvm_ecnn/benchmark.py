@@ -457,9 +457,17 @@ def prepare_backend(backend: str, model: nn.Module, x: torch.Tensor, reference: 
     return run, Result(error=error, mismatch=not error <= limit)
 
 
+BURST_S = 0.01
+"""Each backend's turn in a round lasts this long (two runs at least), its fastest run counting: the previous
+runtime's worker threads (ONNX Runtime's, ncnn's OpenMP) spin on the shared cores for a while after its turn, and
+a runtime whose own threads slept wakes them first; the later runs of a turn are the steady state of an app that
+keeps inferring (right after ncnn, single runs of SqueezeNet 1.1 took 2x their time)."""
+
+
 def interleaved_min_ms(runs: dict[str, Callable[[], object]], warmup: int, rounds: int) -> dict[str, float]:
-    """Per call, the fastest of ``rounds`` timed runs, the calls taking turns within each round: a change of
-    load on the shared cores then hits every column alike, and the minimum is the run least disturbed by it."""
+    """Per call, the fastest run over ``rounds`` rounds, the calls taking turns (``BURST_S`` each) within each
+    round: a change of load on the shared cores then hits every column alike, and the minimum is the run least
+    disturbed by it."""
     with torch.no_grad():
         for run in runs.values():
             for _ in range(warmup):
@@ -467,9 +475,13 @@ def interleaved_min_ms(runs: dict[str, Callable[[], object]], warmup: int, round
         best = dict.fromkeys(runs, float("inf"))
         for _ in range(rounds):
             for name, run in runs.items():
-                start = time.perf_counter()
-                run()
-                best[name] = min(best[name], time.perf_counter() - start)
+                spent, count = 0.0, 0
+                while count < 2 or spent < BURST_S:
+                    start = time.perf_counter()
+                    run()
+                    seconds = time.perf_counter() - start
+                    best[name] = min(best[name], seconds)
+                    spent, count = spent + seconds, count + 1
     return {name: seconds * 1e3 for name, seconds in best.items()}
 
 
