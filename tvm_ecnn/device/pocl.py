@@ -283,14 +283,26 @@ def llvm_cpu_for_host(flags: set[str]) -> bytes:
     return b"haswell" if "avx2" in flags else b"x86-64"
 
 
-def _readable(address: int, size: int) -> bool:
+def _readable_ranges() -> list[tuple[int, int]]:
+    """The process's readable mappings, read once per scan (a word is checked before it is followed)."""
+    ranges = []
     with open("/proc/self/maps") as maps:
         for line in maps:
             span, perms = line.split()[:2]
-            low, high = (int(x, 16) for x in span.split("-"))
-            if perms.startswith("r") and low <= address and address + size <= high:
-                return True
-    return False
+            if perms.startswith("r"):
+                ranges.append(tuple(int(x, 16) for x in span.split("-")))
+    return ranges
+
+
+def _readable(ranges, address: int, size: int) -> bool:
+    return any(low <= address and address + size <= high for low, high in ranges)
+
+
+def _device_words(struct_address: int, scan_bytes: int, ranges):
+    """The struct as 64-bit words, or None when the scanned span is not readable memory."""
+    if not _readable(ranges, struct_address, scan_bytes):
+        return None
+    return (ctypes.c_uint64 * (scan_bytes // 8)).from_address(struct_address)
 
 
 def replace_generic_cpu(struct_address: int, cpu: bytes, scan_bytes: int = _DEVICE_SCAN_BYTES) -> bool:
@@ -301,11 +313,10 @@ def replace_generic_cpu(struct_address: int, cpu: bytes, scan_bytes: int = _DEVI
     Its build options cannot override the CPU and its LLVM calls are bound inside the library (``DT_SYMBOLIC``),
     so the device's own ``llvm_cpu`` field is the one place to name it. False (nothing changed) when the struct
     holds no such pointer."""
-    if not _readable(struct_address, scan_bytes):
-        return False
-    words = (ctypes.c_uint64 * (scan_bytes // 8)).from_address(struct_address)
-    for index, word in enumerate(words):
-        if _readable(word, len(GENERIC_CPU)) and ctypes.string_at(word, len(GENERIC_CPU)) == GENERIC_CPU:
+    ranges = _readable_ranges()
+    words = _device_words(struct_address, scan_bytes, ranges)
+    for index, word in enumerate(words if words is not None else ()):
+        if _readable(ranges, word, len(GENERIC_CPU)) and ctypes.string_at(word, len(GENERIC_CPU)) == GENERIC_CPU:
             _cpu_names.append(ctypes.create_string_buffer(cpu))
             words[index] = ctypes.addressof(_cpu_names[-1])
             return True
@@ -321,8 +332,8 @@ def widen_images_to_adreno(struct_address: int, width: int, height: int, scan_by
     """Raise the device's 2D image limits (the adjacent ``image2d_max_width``/``_height`` words, found by the values
     the device reports) to Adreno's, so an image the phone accepts is accepted here. PoCL's images are plain host
     memory; the limit is a number. False (nothing changed) when the pair is not found."""
-    words = (ctypes.c_uint64 * (scan_bytes // 8)).from_address(struct_address)
-    for index in range(len(words) - 1):
+    words = _device_words(struct_address, scan_bytes, _readable_ranges())
+    for index in range(len(words) - 1 if words is not None else 0):
         if (words[index], words[index + 1]) == (width, height):
             words[index] = words[index + 1] = max(width, ADRENO_IMAGE2D_MAX)
             return True
@@ -354,7 +365,7 @@ def pocl_queue():
         raise ExternalToolError(f"no PoCL OpenCL platform (found {[p.name for p in platforms]}): {POCL_INSTALL}")
     device = pocl[0].get_devices()[0]
     _name_the_host_cpu(device)
-    if device.image2d_max_width < ADRENO_IMAGE2D_MAX and _readable(device.int_ptr, _DEVICE_SCAN_BYTES):
+    if device.image2d_max_width < ADRENO_IMAGE2D_MAX:
         widen_images_to_adreno(device.int_ptr, device.image2d_max_width, device.image2d_max_height)
     return cl.CommandQueue(cl.Context([device]))
 
