@@ -12,8 +12,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+import tvm
 from torch import nn
 
+import targets
 from tvm_ecnn.nn import Shift2d
 from tvm_ecnn.profiling import Roofline, kernel_costs, machine_roofline, profile
 
@@ -85,6 +87,14 @@ def test_machine_roofline_is_measured_once_and_cached(tmp_path, monkeypatch):
     cached = json.loads((tmp_path / "roofline.json").read_text())
     assert len(cached) == 1 and next(iter(cached.values()))["gflops"] == first.gflops
     assert machine_roofline(threads=1) == first  # read back, not measured again
+
+
+def test_fma_loop_keeps_its_accumulators_in_registers():
+    """A store per FMA (the accumulators spilled to their workspace) measured a third of the real peak."""
+    from tvm_ecnn import profiling
+    ll = tvm.compile(profiling._fma_kernel(1, 1000), targets.get_target("host")).mod.inspect_source("ll")
+    vector_stores = ll.count("store <16 x float>")
+    assert 0 < vector_stores <= 2 * profiling._CHAINS, vector_stores  # the initial values and the result only
 
 
 def test_script_prints_the_table_and_draws_the_plot(tmp_path):
