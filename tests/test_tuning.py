@@ -22,7 +22,7 @@ from tvm.s_tir import meta_schedule as ms
 import relay_ops
 import targets
 from relax_helpers import build_module
-from tvm_ecnn import tuning, tuning_budget, tuning_db
+from tvm_ecnn import tuning, tuning_budget, tuning_db, tuning_process
 from tvm_ecnn.compiler_pass.apply_default_cpu_schedules import default_schedule
 from tvm_ecnn.device import emulated
 from tvm_ecnn.pipeline import build, relax_pipeline, scheduling_passes, tuning_passes
@@ -69,7 +69,7 @@ def ecnn_function(mod: tvm.IRModule) -> tuple[str, tvm.tirx.PrimFunc]:
 
 
 def assert_no_popen_workers_left() -> None:
-    assert not tuning._popen_workers(), "MetaSchedule popen workers outlived tuning"
+    assert not tuning_process.popen_workers(), "MetaSchedule popen workers outlived tuning"
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +248,7 @@ def test_design_space_has_hand_and_generic_sketches(module):
     mod = ms.tune_context._normalize_mod(func)
     space, baseline = tuning._space(mod, HOST)
     assert baseline is not None and baseline.replayable
-    with tuning._essential_intrinsics(HOST):
+    with tuning_process.essential_intrinsics(HOST):
         sketches = ms.TuneContext(mod, target=HOST, space_generator=space, task_name="t").generate_design_space()
     stub = sys.modules.get("tvm.s_tir.tensor_intrin")
     assert stub is None or stub.__file__, "the stand-in for tvm.s_tir.tensor_intrin outlived tuning"
@@ -273,6 +273,10 @@ def test_untuned_schedule_outside_the_trace_language_is_a_baseline_not_a_sketch(
     tuning.replay_hand_schedule(hand, HOST)
     assert tuning._replays(hand, mod)
     assert not tuning._replays(tvm.s_tir.Schedule(hand.mod), mod)  # same IR, reached outside the trace
+    marked = tvm.s_tir.Schedule(mod)
+    tuning.replay_hand_schedule(marked, HOST)
+    marked.annotate(marked.get_sblock("root"), "ecnn.mark", True)
+    assert not tuning._replays(marked, mod)  # the database's JSON text reads True back as 1: another function
 
     monkeypatch.setattr(tuning, "_replays", lambda sch, mod: False)
     space, baseline = tuning._space(mod, HOST)

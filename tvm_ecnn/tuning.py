@@ -27,21 +27,14 @@ Why not ``ms.relax_integration.tune_relax``: it would tune the wrong module and 
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import importlib
-import importlib.util
 import logging
 import math
 import os
 import random
-import signal
 import statistics
-import sys
 import tempfile
-import threading
 import time
-import types
 from pathlib import Path
 
 import tvm
@@ -56,6 +49,10 @@ from .tuning_budget import Clock, task_weights
 from .tuning_confirm import BUDGET_SHARE as CONFIRM_SHARE
 from .tuning_confirm import confirm
 from .tuning_db import append_untuned, open_for_tuning, read_untuned, workload_key
+from .tuning_db import read as read_database
+from .tuning_process import (essential_intrinsics, logging_to, reaping_popen_workers, stopping_on_interrupt,
+                             target_arch, workers_import_us)
+from .tuning_stop import DROPPED, CommitMeasured, DroppableBuilder, Guard, GuardedRunner, dropped
 
 DEFAULT_TRIALS_PER_BATCH = 32
 # Under a time budget alone: smaller batches and a smaller evolving population (MetaSchedule's 512 costs ~50 s of
@@ -141,14 +138,9 @@ def _rpc_runner(config: ms.runner.RPCConfig, max_workers: int) -> ms.runner.RPCR
     return runner
 
 
-def _target_arch(target: tvm.target.Target) -> str:
-    triple = str(target.attrs.get("mtriple", "") or "")
-    return triple.split("-", 1)[0] if triple else _targets.host_arch()
-
-
 def _check_runs_here(target: tvm.target.Target) -> None:
-    if target.kind.name != "llvm" or _target_arch(target) != _targets.host_arch():
-        raise ValueError(f"target {target.tag or target.kind.name} ({target.kind.name}, {_target_arch(target)}) "
+    if target.kind.name != "llvm" or target_arch(target) != _targets.host_arch():
+        raise ValueError(f"target {target.tag or target.kind.name} ({target.kind.name}, {target_arch(target)}) "
                          f"does not run on this {_targets.host_arch()} host: tune through a device with "
                          "--rpc-tracker HOST:PORT --rpc-key KEY")
 
@@ -192,11 +184,16 @@ def _untuned_sketch(apply, target: tvm.target.Target):
 
 
 def _replays(sch: tvm.s_tir.Schedule, mod: tvm.IRModule) -> bool:
-    """Whether the schedule's trace, through JSON as the database stores it, rebuilds the same function: a schedule
-    that edits the IR outside the trace language (``ScheduleState.replace``) cannot be a record."""
+    """Whether the schedule's trace, written to a JSON database and read back as ``build`` reads it, rebuilds the
+    same function: a schedule that edits the IR outside the trace language (``ScheduleState.replace``) cannot be a
+    record, nor one whose annotation values change on the way (the JSON text reads a ``True`` back as ``1``)."""
+    with tempfile.TemporaryDirectory(prefix="tvm-ecnn-replay-") as folder:
+        database = ms.database.JSONDatabase(work_dir=folder)
+        database.commit_tuning_record(ms.database.TuningRecord(sch.trace, database.commit_workload(mod)))
+        [(_, record)] = read_database(folder).records
     fresh = tvm.s_tir.Schedule(mod)
     try:
-        tvm.s_tir.schedule.Trace.apply_json_to_schedule(sch.trace.as_json(), fresh)
+        record.trace.apply_to_schedule(fresh, remove_postproc=False)
     except RuntimeError:  # ScheduleError
         return False
     return tvm_ffi.structural_equal(fresh.mod, sch.mod)
@@ -365,7 +362,7 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
 
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
         measured = [(c, r) for c, b, r in zip(measure_candidates, builder_results, runner_results, strict=True)
-                    if not _dropped(b, r)]
+                    if not dropped(b, r)]
         self.stats.record(task_id, [r for _, r in measured])
         trials = sum(1 for c, _ in measured if self.is_record(c))
         self.clock.measured(task_id, trials)
@@ -385,170 +382,6 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
 
 def _median_s(run_secs) -> float:
     return statistics.median(float(s) for s in run_secs)
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Stopping: one Ctrl-C or a lost device drops the batches in flight (an exception raised inside MetaSchedule's
-# Python callbacks would unwind through C++ and abort the process: every piece below checks the guard instead)
-
-DROPPED = "tvm-ecnn: dropped, tuning stopped before this candidate finished"
-
-
-class _Guard:
-    """Why tuning stops (None while it runs). Stopping empties the budget (no new batch), cancels the candidates
-    not yet started and kills the popen workers busy with the others, whose results then read ``DROPPED``."""
-
-    def __init__(self, budget: _Budget):
-        self.budget = budget
-        self.reason: BaseException | None = None
-        self.pools: list = []  # popen pools with candidates in flight
-        self.workers_before = set(_popen_workers())
-
-    def stop(self, reason: BaseException) -> None:
-        if self.reason is None:
-            self.reason = reason
-        self.budget.left = 0
-        for pool in list(self.pools):
-            pool._threadpool.shutdown(wait=False, cancel_futures=True)
-        _kill(p for pid, p in _popen_workers().items() if pid not in self.workers_before)
-
-    def raise_reason(self, tuning_db: Path) -> None:
-        if isinstance(self.reason, ConnectionError):
-            raise ConnectionError(f"{self.reason}. The batches in flight were dropped; the finished ones are kept in "
-                                  f"{tuning_db}: rerun the same command to resume")
-        if self.reason is not None:
-            raise self.reason
-
-
-def _cancel(future) -> None:
-    with contextlib.suppress(AttributeError):
-        future.cancel()
-
-
-@derived_object
-class _DroppableBuilder(ms.builder.PyBuilder):
-    """``LocalBuilder``'s parallel build of a batch with :func:`build_candidate`, which the guard can stop midway
-    (``LocalBuilder`` would restart a worker for every candidate left). Its popen workers live for the whole run:
-    ``LocalBuilder`` starts fresh ones per batch, each paying ``import tvm`` (which imports torch: 3-12 s)."""
-
-    def __init__(self, guard: _Guard, clock: Clock, timeout_sec: float, max_workers: int | None = None):
-        super().__init__()
-        self.guard, self.clock, self.timeout_sec = guard, clock, timeout_sec
-        self.max_workers = max_workers or ms.utils.cpu_count()
-        self.pool = None
-
-    def build(self, build_inputs):
-        with self.clock.timed("build"):
-            return self._build(build_inputs)
-
-    def _build(self, build_inputs):
-        from tvm.support.popen_pool import PopenPoolExecutor
-
-        if self.guard.reason is not None:
-            return [ms.builder.BuilderResult(None, DROPPED) for _ in build_inputs]
-        if self.pool is None:  # a worker that times out is killed, and restarted for the next candidate
-            self.pool = PopenPoolExecutor(max_workers=self.max_workers, timeout=self.timeout_sec)
-            self.guard.pools.append(self.pool)
-        futures = [self.pool.submit(build_candidate, i.mod, i.target) for i in build_inputs]
-        return [self._result(future) for future in futures]
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.guard.pools.remove(self.pool)
-            self.pool.shutdown()
-
-    def _result(self, future):
-        if self.guard.reason is not None and not future.done():
-            future.cancel()
-            return ms.builder.BuilderResult(None, DROPPED)
-        try:
-            return ms.builder.BuilderResult(future.result(), None)
-        except Exception as error:  # noqa: BLE001  (a popen worker's exception, as LocalBuilder reports it)
-            if self.guard.reason is not None:
-                return ms.builder.BuilderResult(None, DROPPED)
-            if isinstance(error, TimeoutError):
-                return ms.builder.BuilderResult(None, f"LocalBuilder: Timeout, killed after {self.timeout_sec} s")
-            return ms.builder.BuilderResult(None, f"LocalBuilder: An exception occurred\n{error}")
-
-
-@derived_object
-class _GuardedFuture(ms.runner.PyRunnerFuture):
-    """A measurement that reads ``DROPPED`` once tuning stops, and stops tuning when it shows the device lost."""
-
-    def __init__(self, inner, guard: _Guard, device_lost):
-        super().__init__()
-        self.inner, self.guard, self.device_lost = inner, guard, device_lost
-
-    def done(self) -> bool:
-        return self.guard.reason is not None or self.inner.done()
-
-    def result(self):
-        if self.guard.reason is not None and not self.inner.done():
-            _cancel(getattr(self.inner, "future", None))
-            return ms.runner.RunnerResult(None, DROPPED)
-        result = self.inner.result()
-        if result.error_msg is not None and self.guard.reason is None:
-            lost = self.device_lost(str(result.error_msg))
-            if lost is not None:
-                self.guard.stop(ConnectionError(lost))
-        return ms.runner.RunnerResult(None, DROPPED) if self.guard.reason is not None and result.error_msg \
-            else result
-
-
-@derived_object
-class _GuardedRunner(ms.runner.PyRunner):
-    """Sends candidates one at a time to ``inner`` (``LocalRunner`` measures each inside ``run``), none after the
-    guard stops."""
-
-    def __init__(self, inner, guard: _Guard, device_lost, clock: Clock):
-        super().__init__()
-        self.inner, self.guard, self.device_lost, self.clock = inner, guard, device_lost, clock
-
-    def run(self, runner_inputs):
-        with self.clock.timed("run"):  # LocalRunner measures inside run; an RPC runner's waits count as "other"
-            return self._run(runner_inputs)
-
-    def _run(self, runner_inputs):
-        futures = []
-        for runner_input in runner_inputs:
-            if self.guard.reason is not None:
-                futures.append(ms.runner.LocalRunnerFuture(None, DROPPED))
-            else:
-                futures += [_GuardedFuture(f, self.guard, self.device_lost) for f in self.inner.run([runner_input])]
-        return futures
-
-    def close(self) -> None:
-        """Cancel what is queued and end the pool's workers, whose threads would otherwise keep the process alive."""
-        pool = getattr(self.inner, "pool", None)
-        if pool is not None:
-            pool._threadpool.shutdown(wait=False, cancel_futures=True)
-            pool.shutdown()
-
-
-@derived_object
-class _CommitMeasured(ms.measure_callback.PyMeasureCallback):
-    """MetaSchedule's ``AddToDatabase`` (failures recorded as 1e10 s), minus the dropped candidates (they were not
-    measured, so they must neither count toward the trials nor be kept from a rerun as failures) and the untuned
-    schedules whose trace cannot be a record (``is_record``)."""
-
-    def __init__(self, is_record):
-        super().__init__()
-        self.is_record = is_record
-
-    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
-        task = task_scheduler.tasks_[task_id].ctx
-        database = task_scheduler.database_
-        workload = database.commit_workload(task.mod)
-        for candidate, built, result in zip(measure_candidates, builder_results, runner_results, strict=True):
-            if _dropped(built, result) or not self.is_record(candidate):
-                continue
-            run_secs = [float(s) for s in result.run_secs] if result.run_secs is not None else [1e10]
-            database.commit_tuning_record(ms.database.TuningRecord(
-                candidate.sch.trace, workload, run_secs, task.target, candidate.args_info))
-
-
-def _dropped(built, result) -> bool:
-    return DROPPED in (str(built.error_msg), str(result.error_msg))
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -578,127 +411,6 @@ def _history(database, workloads) -> tuple[list[int], dict[int, float]]:
         if secs < min(best.get(i, math.inf), 1e9):  # MetaSchedule records failures as 1e10 s
             best[i] = secs
     return counts, best
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Process hygiene
-
-
-_INTRINSIC_FAMILIES = {"aarch64": "arm_cpu", "arm": "arm_cpu", "x86_64": "x86", "riscv64": "riscv_cpu"}
-
-
-@contextlib.contextmanager
-def _essential_intrinsics(target: tvm.target.Target):
-    """Bug B in this process: ``TuneContext()`` imports all of ``tvm.s_tir.tensor_intrin`` (~40 s, mostly CUDA).
-    While tuning, an empty package stands in for it, with only the CPU family whose intrinsics the target's
-    default schedule rules look up imported; afterwards a real import of the package works as usual."""
-    name = "tvm.s_tir.tensor_intrin"
-    if name in sys.modules:
-        yield
-        return
-    stub = types.ModuleType(name)
-    stub.__path__ = list(importlib.util.find_spec(name).submodule_search_locations)
-    sys.modules[name] = stub
-    try:
-        family = _INTRINSIC_FAMILIES.get(_target_arch(target)) if target.kind.name == "llvm" else None
-        if family:
-            importlib.import_module(f"{name}.{family}")
-        yield
-    finally:
-        if sys.modules.get(name) is stub:
-            del sys.modules[name]
-
-
-def _popen_workers() -> dict[int, object]:
-    """This process's own popen workers (an RPC server started from here has its own: those are not ours)."""
-    import psutil
-
-    found = {}
-    for child in psutil.Process().children():
-        with contextlib.suppress(psutil.Error):
-            if "tvm.exec.popen_worker" in " ".join(child.cmdline()):
-                found[child.pid] = child
-    return found
-
-
-def _kill(procs) -> None:
-    """SIGKILL these psutil processes and their children (an RPC runner's worker may have its own) and reap them."""
-    import psutil
-
-    procs = list(procs)
-    for proc in list(procs):
-        with contextlib.suppress(psutil.Error):
-            procs += proc.children(recursive=True)
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    psutil.wait_procs(procs, timeout=10)
-
-
-@contextlib.contextmanager
-def _reaping_popen_workers():
-    """MetaSchedule's builder/runner popen workers may outlive tuning (notes §7): end the ones started here."""
-    before = set(_popen_workers())
-    try:
-        yield
-    finally:
-        _kill(p for pid, p in _popen_workers().items() if pid not in before)
-
-
-@contextlib.contextmanager
-def _logging_to(path: Path):
-    """MetaSchedule logs every trial: into ``path``, not onto the console. (Its ``get_loggers_from_work_dir``
-    reconfigures logging process-wide with ``dictConfig``, closing everyone's handlers, and fails outright when its
-    logger carries an unnamed handler, as under pytest.)"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(name)s: %(message)s"))
-    logger = logging.getLogger("tvm.s_tir.meta_schedule")
-    saved = logger.level, logger.propagate
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        handler.close()
-        logger.setLevel(saved[0])
-        logger.propagate = saved[1]
-
-
-@contextlib.contextmanager
-def _stopping_on_interrupt(guard: _Guard):
-    """Ctrl-C stops the guard (the handler returns: raising inside MetaSchedule's callbacks would abort the
-    process), and ``KeyboardInterrupt`` is raised once MetaSchedule has returned. Further Ctrl-Cs change nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_interrupt(_signum, _frame):
-        guard.stop(KeyboardInterrupt())
-
-    previous = signal.signal(signal.SIGINT, on_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-@contextlib.contextmanager
-def _workers_import_us():
-    """Popen workers unpickle ``fast_build``/``export_so`` by reference and only inherit the environment: put this
-    checkout on their ``PYTHONPATH`` in case it is used without being installed (e.g. through scripts/)."""
-    root = str(Path(__file__).resolve().parents[1])
-    before = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, before) if p)
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("PYTHONPATH")
-        else:
-            os.environ["PYTHONPATH"] = before
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -739,8 +451,8 @@ def tune(mod: tvm.IRModule, target, tuning_db, *, trials: int | None = None, tim
     tuning_db = Path(tuning_db).expanduser().resolve()
     tuning_db.mkdir(parents=True, exist_ok=True)
 
-    with (_essential_intrinsics(target), _logging_to(tuning_db / "logs" / "tuning.log"), _workers_import_us(),
-          _reaping_popen_workers()):
+    with (essential_intrinsics(target), logging_to(tuning_db / "logs" / "tuning.log"), workers_import_us(),
+          reaping_popen_workers()):
         tasks = ms.relax_integration.extract_tasks(tuning_passes(target)(mod), target)
         if not tasks:
             raise ValueError("the module has no kernels MetaSchedule may tune")
@@ -780,21 +492,21 @@ def tune(mod: tvm.IRModule, target, tuning_db, *, trials: int | None = None, tim
             in enumerate(zip(tasks, spaces, ms.utils.fork_seed(seed, len(tasks)), strict=True))
         ]
         calls = [float(task.weight) for task in tasks]
-        guard = _Guard(budget)
+        guard = Guard(budget)
         confirmed = []
-        runner = _GuardedRunner(make_runner(), guard, device_lost, clock)
-        builder = _DroppableBuilder(guard, clock, timeout_sec=120)
+        runner = GuardedRunner(make_runner(), guard, device_lost, clock)
+        builder = DroppableBuilder(build_candidate, guard, clock, timeout_sec=120)
         clock.phases["setup"] = clock.elapsed()
         try:
             with (tqdm(total=trials, initial=done, unit="trial", desc=f"tuning {target.tag or target.kind.name}",
-                       disable=not progress) as bar, _stopping_on_interrupt(guard)):
+                       disable=not progress) as bar, stopping_on_interrupt(guard)):
                 ms.tune_tasks(
                     tasks=contexts, task_weights=calls, work_dir=str(tuning_db),
                     max_trials_global=_MAX_TRIALS if quick else budget.left,
                     num_trials_per_iter=trials_per_batch if quick else min(trials_per_batch, budget.left),
                     builder=builder, runner=runner, database=database,
                     cost_model="xgb", task_scheduler=_EagerGradientScheduler(stats, clock, seed),
-                    measure_callbacks=[_CommitMeasured(is_record), ms.measure_callback.RemoveBuildArtifact(),
+                    measure_callbacks=[CommitMeasured(is_record), ms.measure_callback.RemoveBuildArtifact(),
                                        ms.measure_callback.UpdateCostModel(),
                                        _Progress(bar, calls, stats, clock, is_record)])
             if guard.reason is None:
