@@ -185,6 +185,50 @@ def test_ops_without_int8_form_stay_float_and_are_listed():
     assert agreement(run_host(quantized.mod, samples), fp32).max_rel < 0.05
 
 
+class PreActivation(nn.Module):
+    """conv 3x3; BatchNorm + ReLU before the next conv (pre-activation: no conv to fold the BN into); residual."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1, self.bn, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Conv2d(8, 8, 1)
+        with torch.no_grad():  # a BN that does something, a negative gamma included
+            self.bn.weight.uniform_(-1.5, 1.5)
+            self.bn.bias.uniform_(-0.5, 0.5)
+            self.bn.running_mean.uniform_(-0.3, 0.3)
+            self.bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        a = self.c1(x)
+        return self.c2(F.relu(self.bn(a))) + a
+
+    def int8_reference(self, x, scales):
+        """``scales``: input, c1, BN + ReLU, c2 and add outputs. The BN: ``clip(rint(f32(q) * m[c] + c[c]), 0,
+        127)``, ``m = s_a * a / s_bn``, ``c = b / s_bn`` (docs/int8-quantization.md)."""
+        s_x, s1, s_bn, s2, s_out = (np.float32(v) for v in scales)
+        bn = self.bn
+        a_bn = (bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)).numpy()
+        b_bn = (bn.bias.detach().double().numpy() - bn.running_mean.double().numpy() * a_bn).astype(np.float32)
+        a = _int8_conv(ref.quantize(x, s_x), s_x, self.c1.weight, self.c1.bias, s1, padding=1)
+        m = ((s1 * a_bn.astype(np.float32)).astype(np.float32) / s_bn).astype(np.float32)
+        offset = (b_bn / s_bn).astype(np.float32)
+        scaled = a.astype(np.float32) * m[None, :, None, None] + offset[None, :, None, None]
+        b = np.clip(np.rint(scaled), 0, 127).astype(np.int8)
+        c = _int8_conv(b, s_bn, self.c2.weight, self.c2.bias, s2)
+        return ref.fixed_point_add([c, a], [s2 / s_out, s1 / s_out]).astype(np.float32) * s_out
+
+
+def test_pre_activation_batch_norm_is_an_int8_requantize_bit_exactly():
+    """AS-ResNet's unfoldable BN + ReLU: int8 in, int8 out (one requantize), not a float island."""
+    torch.manual_seed(3)
+    net = PreActivation().eval()
+    samples = np.random.default_rng(3).standard_normal((6, 3, 10, 10)).astype("float32")
+    quantized = quantize(from_torch(net, (torch.from_numpy(samples[:1]),)), samples)
+    assert quantized.float_ops == {}
+    scales = [s for _, s in quantized.scales]
+    assert len(scales) == 5, quantized.scales
+    np.testing.assert_array_equal(run_host(quantized.mod, samples), net.int8_reference(samples, scales))
+
+
 class ShiftNet(nn.Module):
     """conv 3x3 + ReLU; grouped shift -> 1x1 + residual -> ReLU6; active shift -> 1x1 + ReLU (both fused into
     ``shift_conv2d``); a standalone active shift; mean; dense."""

@@ -22,7 +22,7 @@ from .weights import activation_scale, int32_bias, per_channel_int8
 
 R = relax.op
 # ops whose consumers get int8 (everything else reads fp32)
-INT8_OPS = {"relax.nn.conv2d", "relax.matmul", "relax.add", "relax.nn.relu", "relax.clip", "relax.nn.max_pool2d",
+INT8_OPS = {"relax.nn.conv2d", "relax.matmul", "relax.nn.batch_norm", "relax.add", "relax.nn.relu", "relax.clip", "relax.nn.max_pool2d",
             "relax.nn.avg_pool2d", "relax.mean", "relax.concat", "relax.reshape", "relax.permute_dims",
             "relax.flatten", shift_ops.SHIFT_CONV2D, *shift_ops.SAME_SCALE_SHIFTS}
 # ops that move or select values (or interpolate between them): the same op on int8, the input's scale
@@ -181,7 +181,8 @@ class Int8Rewrite:
                 isinstance(self.flow.value.get(r), relax.TupleGetItem) for r in self.flow.consumers.get(var, [])):
             return  # only read through [i]: aliased above
         name = _op_name(value)
-        handler = {"relax.nn.conv2d": self.conv2d, "relax.matmul": self.matmul, "relax.add": self.add,
+        handler = {"relax.nn.conv2d": self.conv2d, "relax.matmul": self.matmul, "relax.nn.batch_norm": self.batch_norm,
+                   "relax.add": self.add,
                    "relax.nn.relu": self.relu, "relax.clip": self.clip,
                    "relax.nn.avg_pool2d": self.averaging, "relax.mean": self.averaging, "relax.concat": self.concat,
                    shift_ops.SHIFT_CONV2D: self.shift_conv2d}.get(name)
@@ -304,6 +305,34 @@ class Int8Rewrite:
         self._fused(var, end)
         self.finish(bb, end, acc, (x.scale * w_scale).astype("float32"), activation, 2,
                     bias if self.FLOAT_BIAS else None)
+        return True
+
+    def batch_norm(self, bb, var, value):
+        """Inference BatchNorm that the importer could not fold (a pre-activation one: a ReLU between it and the
+        next conv) is a per-channel affine map ``x * a[c] + b[c]``: one requantize of the int8 input, as a conv's
+        epilogue, a following ReLU / ReLU6 in its clip. ``a = f32(gamma / sqrt(var + eps))``, ``b = f32(beta -
+        mean * a)``, computed in float64."""
+        item = self.flow.single_consumer(var)
+        get = self.flow.value.get(item) if item is not None else None
+        params = [self.flow.constant(a) for a in value.args[1:5]]
+        if (not isinstance(get, relax.TupleGetItem) or get.index != 0 or int(value.attrs.axis) != 1
+                or len(value.args[0].ty.shape.values) != 4 or any(p is None for p in params)
+                or not self._int8_input(value.args[0])):
+            return False
+        gamma, beta, mean, variance = (p.astype("float64") for p in params)
+        gamma = gamma if value.attrs.scale else np.ones_like(gamma)
+        beta = beta if value.attrs.center else np.zeros_like(beta)
+        a = gamma / np.sqrt(variance + float(value.attrs.epsilon))
+        b = (beta - mean * a).astype("float32")
+        x = self.as_q(bb, value.args[0])
+        end, bias, activation = self.epilogue(item)
+        if bias is not None:
+            b = (b + bias.astype("float32")).astype("float32")
+        acc = bb.emit(R.astype(x.value, "int32"))
+        if x.zero_point:
+            acc = bb.emit(R.subtract(acc, relax.const(np.int32(x.zero_point))))
+        self._fused(var, end)
+        self.finish(bb, end, acc, (x.scale * a.astype("float32")).astype("float32"), activation, 4, b)
         return True
 
     @staticmethod
