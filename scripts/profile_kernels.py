@@ -8,6 +8,7 @@ that ``cProfile`` and ``torch.export`` import, for every script here.) Host timi
 
     python scripts/profile_kernels.py --model shiftresnet20 --target host
     python scripts/profile_kernels.py --model fenet1_0 --resolution 224 --plot profile.png --json profile.json
+    python scripts/profile_kernels.py --model mobilenet_v2 --dtype int8 --calibration samples.npy
 """
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ def main(argv=None) -> int:
                         help=f"zoo model, one of: {', '.join(models.names())}")
     parser.add_argument("--target", default="host", help="a host (llvm) target; only the host can be timed here")
     parser.add_argument("--resolution", type=int, default=None, help="input size of ImageNet models (default 224)")
+    parser.add_argument("--dtype", choices=("fp32", "int8"), default="fp32",
+                        help="int8: quantized as compile.py --dtype int8 does (FLOPs then count only fp32 arithmetic)")
+    parser.add_argument("--calibration", metavar="FILE",
+                        help="int8: .npy/.pt of N inputs for the activation scales (default: random, announced)")
     parser.add_argument("--repeat", type=int, default=20, help="profiled runs (per-kernel median)")
     parser.add_argument("--top", type=int, default=None, help="print only the slowest N kernels")
     parser.add_argument("--plot", metavar="PNG", help="also draw the times and the roofline plot here")
@@ -41,9 +46,12 @@ def main(argv=None) -> int:
     from tvm_ecnn.profiling import machine_roofline, profile
 
     try:
+        if args.calibration and args.dtype != "int8":
+            raise ValueError("--calibration is for --dtype int8")
         report = profile(args.model, args.target, args.resolution, repeat=args.repeat,
-                         roofline=machine_roofline(refresh=True) if args.refresh_roofline else None)
-    except ValueError as error:  # a bad --target (unknown, or not the host): one line, no traceback
+                         roofline=machine_roofline(refresh=True) if args.refresh_roofline else None,
+                         dtype=args.dtype, calibration=args.calibration)
+    except ValueError as error:  # a bad --target (unknown, or not the host) or calibration file: one line
         parser.error(str(error))
     print(report.table(args.top))
     if args.plot:

@@ -80,6 +80,17 @@ def test_profile_lists_every_kernel_and_shares_sum_to_one():
     assert all(n in table for n in names) and "of roofline" in table
 
 
+def test_int8_profile_times_the_quantized_kernels():
+    torch.manual_seed(0)
+    report = profile(_Tiny(), input_shape=(1, 3, 12, 12), repeat=3, roofline=ROOF, dtype="int8",
+                     calibration=np.random.default_rng(0).standard_normal((4, 3, 12, 12)).astype("float32"))
+    names = [k.name for k in report.kernels if not k.builtin]
+    assert report.model.endswith("(int8)") and any("shift_conv2d" in n for n in names), names
+    assert any("conv2d" in n and "round" in n for n in names), names  # the requantize epilogue: an int8 kernel
+    with pytest.raises(ValueError, match="dtype"):
+        profile(_Tiny(), input_shape=(1, 3, 12, 12), dtype="fp16")
+
+
 def test_machine_roofline_is_measured_once_and_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("TVM_ECNN_CACHE", str(tmp_path))
     first = machine_roofline(threads=1)

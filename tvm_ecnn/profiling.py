@@ -155,7 +155,9 @@ def _param_bytes(param) -> int:
 
 
 def kernel_costs(mod: tvm.IRModule) -> dict[str, tuple[float, int]]:
-    """``{PrimFunc name: (FLOPs, bytes of its argument buffers)}`` of a lowered module."""
+    """``{PrimFunc name: (FLOPs, bytes of its argument buffers)}`` of a lowered module. TVM's estimator counts
+    floating-point operations only: an int8 kernel's integer multiply-adds are not in its FLOPs (its GFLOP/s are its
+    fp32 epilogue's, and its fraction of the roofline is in effect its bandwidth's)."""
     costs = {}
     for var, func in mod.functions.items():
         if isinstance(func, tvm.tirx.PrimFunc):
@@ -313,9 +315,12 @@ def profile_module(mod: tvm.IRModule, inputs: list[np.ndarray], target="host", r
 
 
 def profile(model, target="host", resolution: int | None = None, input_shape=None, repeat: int = 20,
-            roofline: Roofline | None = None) -> Profile:
+            roofline: Roofline | None = None, dtype: str = "fp32", calibration=None) -> Profile:
     """Profile a zoo model by name (seeded weights, ImageNet models at ``resolution``) or an ``nn.Module``
-    (then ``input_shape`` is required)."""
+    (then ``input_shape`` is required). ``dtype="int8"``: the model quantized as ``compile.py --dtype int8``
+    does (``calibration``: a file or array of inputs; None: random inputs, announced)."""
+    if dtype not in ("fp32", "int8"):
+        raise ValueError(f"profile: dtype must be fp32 or int8, got {dtype!r}")
     from .benchmark import input_shape as zoo_shape
     from .frontend import from_torch
 
@@ -329,4 +334,9 @@ def profile(model, target="host", resolution: int | None = None, input_shape=Non
             raise ValueError("profile: input_shape is required when model is an nn.Module")
         name, module, shape = type(model).__name__, model.eval(), tuple(input_shape)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    return profile_module(from_torch(module, (x,)), [x.numpy()], target, repeat, model=name, roofline=roofline)
+    mod = from_torch(module, (x,))
+    if dtype == "int8":
+        from .quantize import quantize
+
+        mod, name = quantize(mod, calibration).mod, f"{name} (int8)"
+    return profile_module(mod, [x.numpy()], target, repeat, model=name, roofline=roofline)
