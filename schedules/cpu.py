@@ -27,7 +27,7 @@ from .cpu_common import accumulator_budget, pack_weights_at_compile_time, vector
 from .cpu_conv2d import (channel_tile, outer_product_pixels, pixel_vector_channels, pixel_vector_width,
                          pixel_vectors_win)
 from .cpu_loop_nest import schedule_block
-from .split_borders import split_borders
+from .split_borders import copy_shifted_planes, split_borders
 
 
 def tile_shift_conv2d(sch: Schedule, blocks: dict, out_tiles, pixel_tiles, scope="local", panel_per_row=True):
@@ -96,8 +96,10 @@ def _stage_planes(sch: Schedule, stage, row=None) -> None:
     the FMA loop, a channel's pixels contiguous (across rows too); inlined when there is no shift.
 
     Per output row (``row``: ``[C, W']`` while it is in L1); else once per call, in parallel over
-    the planes, the sparse shift's rows split into two bounds-tested borders and a test-free
-    interior that LLVM vectorizes (``split_borders``).
+    the planes, the sparse shift's plane as one contiguous copy with its wrapped columns zeroed after
+    (``copy_shifted_planes``; 960->160 7x7: 1.63x -> 1.23x the 1x1 conv, 384->64 14x14: 1.57x -> 1.27x),
+    at stride 2 its rows split into two bounds-tested borders and a test-free interior
+    (``split_borders``); LLVM vectorizes both.
     """
     if str(sch.get(stage).annotations.get("ecnn_shift")) == "none":
         sch.compute_inline(stage)
@@ -106,6 +108,9 @@ def _stage_planes(sch: Schedule, stage, row=None) -> None:
     sch.transform_block_layout(stage, lambda n, h, w, c: (n, c, h, w))
     if row is not None:
         sch.compute_at(stage, row)
+    elif borders_split_cheaply(sch, stage) and copy_shifted_planes(sch, stage):
+        n, c = sch.get_loops(stage)
+        sch.parallel(sch.fuse(n, c))
     elif borders_split_cheaply(sch, stage) and split_borders(sch, stage):  # bounds invariant per plane
         n, c, _ = sch.get_loops(stage)
         sch.parallel(sch.fuse(n, c))

@@ -113,8 +113,8 @@ def test_hand_schedule_is_applied_after_fusion():
 def test_shifted_input_is_staged_as_planes_and_the_weight_packed_at_compile_time(kind):
     """Pixel vectors: the shift is computed out of the FMA loop into NCHW planes, and the weight is packed
     [O / tile, C, 1, 1, tile] at compile time (a constant; the kernel copies no weight panel). Sparse
-    (table) offsets are staged once per call, rows split around a bounds-test-free interior (LLVM
-    vectorizes it); active shifts per output row, inside the parallel loop. The grouped shift is not staged: its vector of pixels is read in place, a Select (not a per-lane
+    (table) offsets are staged once per call, a plane as one contiguous copy (LLVM vectorizes it) whose
+    wrapped columns are zeroed after; active shifts per output row, inside the parallel loop. The grouped shift is not staged: its vector of pixels is read in place, a Select (not a per-lane
     if_then_else, which vectorize scalarizes) zeroing the lanes outside the image."""
     rng = np.random.default_rng(4)
     w = relax.const(rng.standard_normal((32, 16, 1, 1)).astype("float32"))
@@ -136,9 +136,28 @@ def test_shifted_input_is_staged_as_planes_and_the_weight_packed_at_compile_time
     else:
         (block,) = [b for b in _all_blocks(sch) if sch.get(b).name_hint == "shift_conv2d_input"]
         assert [int(d) for d in sch.get(block).writes[0].source.shape] == [1, 16, 8, 16], "staged as NCHW planes"
-        interior = [loop for loop in _loops_in(sch.get(block).body) if loop.loop_var.name == "w"]
-        assert len(interior) == 1 and not _guarded_loads(interior[0].body.value), "interior without bounds tests"
+        (copy,) = [loop for loop in _loops_in(sch.get(block).body) if loop.loop_var.name == "p"]
+        assert isinstance(copy.body.value, tvm.ir.TensorLoad), "one copy over the flattened plane"
+        assert not _guarded_loads(sch.get(block).body), "no bounds tests at all (the wrapped columns zeroed after)"
     _assert_weight_packed_at_compile_time(lowered, fused, [2, 16, 1, 1, 16], [32, 16, 1, 1])
+
+
+@pytest.mark.parametrize("shape, stride", [((1, 24, 7, 7), 1), ((2, 24, 14, 13), 1), ((1, 24, 9, 9), 2)])
+def test_sparse_shift_staged_as_plane_copies_matches_numpy(shape, stride):
+    """The sparse shift staged once per call as a shifted copy of each flattened plane (``copy_shifted_planes``):
+    offsets past the map (all zero), rows and columns shifted out either way, odd maps, batch 2; stride 2
+    keeps the per-row split."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(shape).astype("float32")
+    w = rng.standard_normal((64, shape[1], 1, 1)).astype("float32")
+    b = rng.standard_normal(64).astype("float32")
+    far = shape[3] + 2
+    offsets = np.concatenate([rng.integers(-2, 3, (shape[1] - 4, 2)),
+                              [[0, far], [-far, 0], [1, -far], [far, far]]]).astype("int32")
+    mod = build_module(lambda v: relay_ops.shift_conv2d(v, relax.const(w), "sparse", offsets=relax.const(offsets),
+                                                        stride=stride, bias=relax.const(b)), [(x.shape, "float32")])
+    want = _reference("sparse", x, w, offsets, stride, b, "none")
+    np.testing.assert_allclose(run_built(mod, x), want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("size, stride, tile", [(7, 1, 32), (16, 2, 64)])
