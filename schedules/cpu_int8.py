@@ -4,7 +4,8 @@ Every CPU dot instruction computes ``C[i] += sum_k A[k] * B[i, k]`` over 4 adjac
 (``k``) for ``lanes`` output channels (``i``): AArch64 ``sdot`` 4 lanes (``schedules/arm_cpu.py``), AVX-512
 VNNI ``vpdpbusd`` 16. ``dot_tile`` lays the ``cpu.tile_shift_conv2d`` loop nest out for such an intrinsic:
 the stage ``[pixels, C]`` gives 4 contiguous channels of a pixel, the weight panel is packed to
-``[O / lanes, C / 4, lanes, 4]`` so one step's ``lanes x 4`` weights are contiguous.
+``[O / lanes, C / 4, lanes, 4]`` (at compile time: ``cpu_common.pack_weights_at_compile_time``) so one
+step's ``lanes x 4`` weights are contiguous.
 
 x86: ``vpdpbusd`` multiplies *unsigned* bytes by signed ones, and our activations are signed. The
 intrinsic ``DOT_16x4_S8S8`` flips the sign bit of the 4 activation bytes (``a + 128`` as u8) and takes
@@ -133,35 +134,48 @@ def vnni_tile(out_channels: int, width: int) -> tuple[int, int] | None:
                  if out_channels % o == 0 and o // VNNI_LANES * pixels <= VNNI_ACCUMULATORS), None)
 
 
-def dot_tile(sch: Schedule, blocks: dict, intrin: str, lanes: int, tiles: tuple[int, int], stage_rows=False):
+def dot_tile(sch: Schedule, blocks: dict, intrin: str, lanes: int, tiles: tuple[int, int], staging="tile"):
     """int8 x int8 -> int32 ``shift_conv2d``: the ``tiles`` (output channels, pixels) register tile,
     4 input channels per step through ``intrin`` (``lanes`` output channels per call). Returns the block that
     stores the tile (the epilogue, or with an int32 output the accumulator's copy-out).
 
-    The shifted input ``[pixels, C]`` is staged per pixel tile, or with ``stage_rows`` per output
-    row, channel by channel (the shift's per-channel offset and bounds then stay out of the pixel
-    loop, whose loads are contiguous) and the weight panel packed once per call instead of per row."""
+    The shifted input is staged (``staging``) per pixel tile as ``[pixels, C]``, per output row
+    (``"row"``, channel by channel: the shift's per-channel offset and bounds then stay out of the pixel
+    loop, whose loads are contiguous), or once per call (``"call"``, ``_stage_channel_planes``: on narrow
+    maps the rows of every output-channel tile would stage the same row again). Per row or per call the weight
+    panel is the weight packed at compile time in the panel's order, read in place; per pixel tile it is copied
+    per row."""
     acc, panel, staged = blocks["shift_conv2d"], blocks["shift_conv2d_weight"], blocks["shift_conv2d_input"]
     # TVM's dot-product intrinsics declare "global" operands and tensorize compares scopes:
     # tensorize on global buffers, then make all three thread-local (registers / stack).
     rows, wo, rc, wi, oi = cpu.tile_shift_conv2d(sch, blocks, (tiles[0],), (tiles[1],), scope="global",
-                                                 panel_per_row=not stage_rows)
-    sch.transform_layout(panel, ("write", 0), lambda c, o: (o // lanes, c // 4, o % lanes, c % 4))
+                                                 panel_per_row=staging == "tile")
+
+    def panel_order(c, o):
+        return o // lanes, c // 4, o % lanes, c % 4
+
+    sch.transform_layout(panel, ("write", 0), panel_order)
     ob, ol = sch.split(oi, [None, lanes])
     rco, rc4 = sch.split(rc, [None, 4])
     sch.reorder(rco, wi, ob, ol, rc4)
-    if stage_rows:
-        cpu.stage_per_row(sch, staged, rows, pixels_innermost=False)
-        sch.vectorize(sch.get_loops(panel)[-1])
-    else:
+    local = [panel, staged]
+    if staging == "tile":
         sch.compute_at(staged, wo)
+    else:
+        sch.transform_block_layout(panel, panel_order)
+        sch.compute_inline(panel)  # a copy of the packed weight: read it in place
+        local = [] if staging == "call" else [staged]
+        if staging == "row":
+            cpu.stage_per_row(sch, staged, rows, pixels_innermost=False)
+        else:
+            _stage_shifted_planes(sch, staged, extents(sch, sch.get_loops(staged))[2])
     init = sch.decompose_reduction(acc, rco)
     sch.vectorize(sch.get_loops(init)[-1])
     store = blocks.get("shift_conv2d_epilogue") or sch.get_consumers(acc)[0]  # tensorize replaces ``acc``
     sch.tensorize(ol, intrin)
     sch.unroll(wi)
     sch.unroll(ob)
-    for block in (init, panel, staged):
+    for block in [init] + local:
         sch.set_scope(block, 0, "local")
     return store
 
@@ -180,7 +194,10 @@ def vnni_shift_conv2d(sch: Schedule, blocks: dict, target) -> bool:
     tiles = vnni_tile(out_ch, width)
     if tiles is None:
         return False
-    store = dot_tile(sch, blocks, DOT_16x4_S8S8, VNNI_LANES, tiles, stage_rows=True)
+    cpu_common.pack_weights_at_compile_time(
+        sch, blocks, lambda o, c, kh, kw: (o // VNNI_LANES, c // 4, kh, kw, o % VNNI_LANES, c % 4), inline=False)
+    staging = "row" if width >= cpu.STAGE_ROWS_FROM else "call"
+    store = dot_tile(sch, blocks, DOT_16x4_S8S8, VNNI_LANES, tiles, staging)
     sch.vectorize(sch.get_loops(store)[-1])  # the pixels: contiguous in the NCHW output
     return True
 
@@ -320,16 +337,25 @@ def vnni_pixel_conv2d(sch: Schedule, conv, epilogue, pad) -> bool:
 
 
 def _stage_channel_planes(sch: Schedule, stage, width: int) -> None:
-    """A stage written ``[N, C / 4, H * W, 4]``: in parallel over groups of 4 channels; per 16
-    pixels, 4 contiguous channel vectors that LLVM interleaves into one 64-byte store."""
+    """A stage written ``[N, C / 4, H * W, 4]``: in parallel over groups of 4 channels; per 16 pixels
+    (fewer where they do not divide the map), 4 contiguous channel vectors that LLVM interleaves into one store."""
     n, c, h, w = sch.get_loops(stage)
     co, ci = sch.split(c, [None, 4])
     sch.parallel(sch.fuse(n, co))
     p = sch.fuse(h, w)
-    po, pi = sch.split(p, [None, VNNI_LANES])
+    po, pi = sch.split(p, [None, divisor(extents(sch, [p])[0], (VNNI_LANES, 8, 4, 2))])
     sch.reorder(po, ci, pi)
     sch.unroll(ci)
     sch.vectorize(pi)
+
+
+def _stage_shifted_planes(sch: Schedule, stage, width: int) -> None:
+    """The ``[N, H', W', C]`` shifted input of a ``shift_conv2d`` staged once per call as channel planes
+    (``_stage_channel_planes``), computed channel by channel."""
+    sch.transform_layout(stage, ("write", 0), lambda n, h, w, c: (n, c // 4, h * width + w, c % 4))
+    n, h, w, c = sch.get_loops(stage)
+    sch.reorder(c, h, w)
+    _stage_channel_planes(sch, stage, width)
 
 
 def vnni_pixel_shift_conv2d(sch: Schedule, blocks: dict) -> bool:
@@ -339,7 +365,7 @@ def vnni_pixel_shift_conv2d(sch: Schedule, blocks: dict) -> bool:
     (nothing changed) when the output map is not whole 16-pixel vectors, its rows are wide (``cpu.STAGE_ROWS_FROM``:
     56x56, 64 -> 64 channels: staged once per call measured 1.2x slower than the per-row staging) or the layout is
     not NCHW."""
-    acc, panel, stage = blocks["shift_conv2d"], blocks["shift_conv2d_weight"], blocks["shift_conv2d_input"]
+    acc, stage = blocks["shift_conv2d"], blocks["shift_conv2d_input"]
     store = blocks.get("shift_conv2d_epilogue")
     _, out_ch, height, width, _ = extents(sch, sch.get_loops(acc))
     tiles = pixel_vector_tile(out_ch, height * width)
@@ -350,17 +376,8 @@ def vnni_pixel_shift_conv2d(sch: Schedule, blocks: dict) -> bool:
         store = sch.cache_write(acc, 0, "global")
     else:
         sch.set_scope(acc, 0, "global")
-    sch.transform_layout(stage, ("write", 0), lambda n, h, w, c: (n, c // 4, h * width + w, c % 4))
-    n, h, w, c = sch.get_loops(stage)
-    sch.reorder(c, h, w)
-    _stage_channel_planes(sch, stage, width)
+    _stage_shifted_planes(sch, stage, width)
     f = tiles[0]
-
-    def packed(c_, o_):
-        return o_ // f, c_ // 4, o_ % f, c_ % 4
-
-    sch.transform_layout(panel, ("write", 0), packed)
-    sch.transform_block_layout(panel, packed)  # written in order, 4 weights (one int32) at a time
-    sch.vectorize(sch.get_loops(panel)[-1])
+    cpu_common.pack_weights_at_compile_time(sch, blocks, lambda o, c, kh, kw: (o // f, c // 4, kh, kw, o % f, c % 4))
     _pixel_vectors(sch, acc, store, width, tiles, sch.parallel)
     return True

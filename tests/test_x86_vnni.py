@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tvm
 from relax_helpers import build_module
-from test_arm_schedules import assembly, shift_conv_module
+from test_arm_schedules import assembly, constant_shapes, kernels, shift_conv_module
 from test_int8_ops import conv_int8_case
 from tvm import relax
 
@@ -44,7 +44,11 @@ def test_without_vnni_or_a_fitting_tile_no_vpdpbusd():
 @pytest.mark.parametrize("kind, stride, requant, size, residual", [
     ("grouped", 1, True, (9, 12), False), ("none", 1, False, (9, 12), False),  # channel vectors (108 pixels)
     ("grouped", 1, True, (8, 12), True), ("sparse", 2, True, (16, 12), False),  # pixel vectors (96, 48 pixels)
-    ("active", 1, True, (8, 12), False), ("none", 1, False, (8, 12), False)])
+    ("active", 1, True, (8, 12), False), ("none", 1, False, (8, 12), False),
+    # active shift on channel vectors: staged once per call (narrow maps, 7x7 and 9x11 outputs, stride 2) or
+    # per row (50 wide)
+    ("active", 1, True, (7, 7), True), ("active", 1, True, (9, 11), False), ("active", 2, True, (13, 11), False),
+    ("active", 1, True, (3, 50), False)])
 def test_vnni_kernel_bit_exact_on_host(kind, stride, requant, size, residual):
     """Full int8 range (the sign-bit flip and its weight- or activation-sum correction must cancel exactly),
     both micro-kernels (channel vectors: 2 output-channel tiles of 64; pixel vectors spanning rows), against
@@ -53,6 +57,18 @@ def test_vnni_kernel_bit_exact_on_host(kind, stride, requant, size, residual):
                                   per_channel=True, requant=requant, residual=residual, seed=3)
     vm = relax.VirtualMachine(pipeline.build(build_module(make, [(x.shape, "int8")]), "host"), tvm.cpu())
     np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), ref)
+
+
+@pytest.mark.parametrize("size, packed", [(16, [8, 16, 1, 1, 8, 4]),  # pixel vectors: 8 output channels x 4
+                                           (14, [4, 16, 1, 1, 16, 4]),  # channel vectors: 16 x 4, narrow map
+                                           (56, [4, 16, 1, 1, 16, 4])])  # channel vectors, staged per row
+def test_int8_shift_conv2d_weights_are_packed_at_compile_time(size, packed):
+    """Both VNNI micro-kernels read the weight packed in their order as a constant: the kernel packs nothing."""
+    lowered, found = kernels(int8_module(kind="active", size=size), ZEN4)
+    (name, kernel), = found.items()
+    assert name.endswith("_prepacked") and "vpdpbusd" in kernel.script()
+    assert packed in constant_shapes(lowered) and [64, 64, 1, 1] not in constant_shapes(lowered)
+    assert "shift_conv2d_weight" not in kernel.script()
 
 
 def int8_conv2d_module(x_shape, w, stride=1):
