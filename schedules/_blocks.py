@@ -72,3 +72,11 @@ def uses(expr, var) -> bool:
     hit = []
     tvm_ffi.structural_walk(expr, (tvm.ir.Var, lambda v: hit.append(v) if v.same_as(var) else None))
     return bool(hit)
+
+
+def whole_along(region, *variables):
+    """``region`` with every dimension whose start depends on one of ``variables`` widened to its whole
+    extent: the reads of a block rewritten to cover what loops over those variables used to."""
+    ranges = [tvm.ir.Range.from_min_extent(0, dim) if any(uses(r.min, v) for v in variables) else r
+              for r, dim in zip(region.region, region.source.shape)]
+    return tirx.BufferRegion(region.source, ranges)

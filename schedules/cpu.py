@@ -23,6 +23,7 @@ from tvm.s_tir import SBlock, Schedule
 
 from . import cpu_int8
 from ._blocks import divisor, extents
+from .bilinear_rows import blend_rows
 from .cpu_common import accumulator_budget, pack_weights_at_compile_time, vector_lanes
 from .cpu_conv2d import (channel_tile, outer_product_pixels, pixel_vector_channels, pixel_vector_width,
                          pixel_vectors_win)
@@ -108,6 +109,7 @@ def _stage_planes(sch: Schedule, stage, row=None) -> None:
     sch.transform_block_layout(stage, lambda n, h, w, c: (n, c, h, w))
     if row is not None:
         sch.compute_at(stage, row)
+        blend_rows(sch, stage)
     elif borders_split_cheaply(sch, stage) and copy_shifted_planes(sch, stage):
         n, c = sch.get_loops(stage)
         sch.parallel(sch.fuse(n, c))

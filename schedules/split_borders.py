@@ -13,7 +13,7 @@ from tvm import tirx
 from tvm.s_tir import SBlock, SBlockRealize, Schedule
 from tvm.tirx import IndexMap
 
-from ._blocks import trivially_bound, uses
+from ._blocks import trivially_bound, uses, whole_along
 
 _ITE = "prim.if_then_else"
 
@@ -112,13 +112,7 @@ def split_borders(sch: Schedule, block_rv) -> bool:
     body = tirx.SeqStmt([loop("w_left", zero, lo, store.value), loop("w", lo, hi - lo, bare),
                          loop("w_right", hi, tirx.const(width, v_w.ty.dtype) - hi, store.value)])
 
-    def whole(region):  # any h/w-dependent dimension: the full extent
-        used = lambda e: any(uses(e, v) for v in (block.iter_vars[2].var, v_w))  # noqa: E731
-        ranges = [tvm.ir.Range.from_min_extent(0, dim) if used(r.min) else r
-                  for r, dim in zip(region.region, region.source.shape)]
-        return tirx.BufferRegion(region.source, ranges)
-
-    reads = [whole(r) for r in block.reads]
+    reads = [whole_along(r, block.iter_vars[2].var, v_w) for r in block.reads]  # any h/w-dependent dimension
     writes = [tirx.BufferRegion(store.buffer, [tvm.ir.Range.from_min_extent(i, 1) for i in store.indices[:-1]]
                                 + [tvm.ir.Range.from_min_extent(0, width)])]
     row = SBlock(block.iter_vars[:3], reads, writes, block.name_hint, body, None, block.alloc_buffers,
@@ -199,15 +193,10 @@ def copy_shifted_planes(sch: Schedule, block_rv) -> bool:
                          loop("p_bottom", hi, const(plane), lambda p: zero),
                          tirx.For(row, const(0), const(height), tirx.ForKind.SERIAL, columns)])
 
-    def whole(region):
-        ranges = [tvm.ir.Range.from_min_extent(0, dim) if uses(r.min, v_h) or uses(r.min, v_w) else r
-                  for r, dim in zip(region.region, region.source.shape)]
-        return tirx.BufferRegion(region.source, ranges)
-
     span = tvm.ir.Range.from_min_extent
     writes = [tirx.BufferRegion(store.buffer, [span(v_n, 1), span(v_c, 1), span(0, height), span(0, width)])]
-    new = SBlock(block.iter_vars[:2], [whole(r) for r in block.reads], writes, block.name_hint, body, None,
-                 block.alloc_buffers, block.match_buffers, block.annotations)
+    new = SBlock(block.iter_vars[:2], [whole_along(r, v_h, v_w) for r in block.reads], writes, block.name_hint, body,
+                 None, block.alloc_buffers, block.match_buffers, block.annotations)
     loops = sch.get_loops(block_rv)
     nest = SBlockRealize([sch.get(l).loop_var for l in loops[:2]], True, new)
     for l in reversed(loops[:2]):

@@ -49,6 +49,25 @@ def test_scheduled_shift_conv2d_matches_numpy(kind, channels, out_channels, size
     np.testing.assert_allclose(run_built(mod, x), _reference(kind, x, w, offsets, stride, b, activation), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("shape", [(1, 5, 7, 56), (2, 4, 5, 50)])
+def test_active_shift_blended_row_by_row_matches_numpy(shape):
+    """Maps of 48 pixels and wider stage the bilinear shift per output row as two 2-tap blends
+    (``bilinear_rows.blend_rows``, taken at both shapes): offsets beyond the map both ways, negative fractions, an
+    odd height, batch 2."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(shape).astype("float32")
+    w = rng.standard_normal((8, shape[1], 1, 1)).astype("float32")
+    b = rng.standard_normal(8).astype("float32")
+    offsets = rng.uniform(-2, 2, (shape[1], 2)).astype("float32")
+    offsets[0] = (-0.25, -1.75)
+    offsets[1] = (shape[2] + 0.5, -shape[3] - 0.5)  # every tap off the map: zeros
+    offsets[2] = (-shape[2] + 0.5, shape[3] - 0.5)  # one corner of taps on the map
+    mod = build_module(lambda v: relay_ops.shift_conv2d(v, relax.const(w), "active", offsets=relax.const(offsets),
+                                                        bias=relax.const(b)), [(x.shape, "float32")])
+    np.testing.assert_allclose(run_built(mod, x), _reference("active", x, w, offsets, 1, b, "none"),
+                               rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("shape, mapping", [((2, 20, 3, 32), "interleaved"), ((1, 11, 2, 16), "interleaved"),
                                             ((2, 20, 3, 32), "grouped"), ((1, 29, 4, 8), "grouped")])
 def test_grouped_shift_read_in_place_matches_numpy(shape, mapping):
@@ -132,7 +151,8 @@ def test_shifted_input_is_staged_as_planes_and_the_weight_packed_at_compile_time
     elif kind != "sparse":
         (block,) = [b for b in _all_blocks(sch) if sch.get(b).name_hint == "shift_conv2d_input"]
         loops = sch.get_loops(block)
-        assert sch.get(loops[0]).kind == tvm.tirx.ForKind.PARALLEL and len(loops) == 3, "[C, W'] per output row"
+        assert sch.get(loops[0]).kind == tvm.tirx.ForKind.PARALLEL and len(loops) == 2, "a block per channel and output row"
+        assert "T.vectorized" in sch.get(block).script(), "the two blends vectorized"
     else:
         (block,) = [b for b in _all_blocks(sch) if sch.get(b).name_hint == "shift_conv2d_input"]
         assert [int(d) for d in sch.get(block).writes[0].source.shape] == [1, 16, 8, 16], "staged as NCHW planes"

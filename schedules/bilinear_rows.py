@@ -1,0 +1,130 @@
+"""The active (bilinear) shift staged row by row as two vectorized 2-tap blends.
+
+Per channel the offset, so the integer part and the four weights, is loop-invariant: a row of the
+shifted input is a vertical blend of two input rows (zero when a row leaves the map: a Select on a
+row-invariant test) into a row buffer, then a horizontal blend of two neighbouring columns of that
+buffer, whose few entries left and right of the map are zeroed first. Both loops have the map's
+constant width, so TVM vectorizes them whole (LLVM's own vectorizer leaves a 56-pixel interior of
+unknown length mostly to its scalar remainder). The blend order differs from the reference's four
+products (``(1-ax)(1-ay)x00 + ...``) only by fp32 rounding, and for a non-finite input: a row off the map is
+zeroed through its weight (``0 * x``), so an inf in the map's edge row next to it gives NaN there, where the
+reference's guarded load gives inf.
+"""
+from __future__ import annotations
+
+import tvm
+import tvm_ffi
+from tvm import tirx
+from tvm.s_tir import SBlock, SBlockRealize, Schedule
+
+from ._blocks import uses, whole_along
+
+
+def _flatten(expr, kind) -> list:
+    return _flatten(expr.a, kind) + _flatten(expr.b, kind) if isinstance(expr, kind) else [expr]
+
+
+def _taps(value):
+    """``[(load, wx, wy)]`` of ``sum load_ij * wx_j * wy_i`` (corners 00, 01, 10, 11, each load
+    guarded by ``if_then_else``), or None for another shape."""
+    taps = []
+    for term in _flatten(value, tirx.Add):
+        factors = _flatten(term, tirx.Mul)
+        if len(factors) != 3 or not isinstance(factors[0], tvm.ir.Call) or factors[0].op.name != "prim.if_then_else" \
+                or not isinstance(factors[0].args[1], tvm.ir.TensorLoad):
+            return None
+        taps.append((factors[0].args[1], factors[1], factors[2]))
+    return taps if len(taps) == 4 else None
+
+
+def blend_rows(sch: Schedule, block_rv) -> bool:
+    """Rewrite the bilinear block ``out[n, c, h, w]`` (stride 1, NCHW), its innermost loop the whole ``w``,
+    into one block per output row (``[n, c, h]``, whose ``w`` the two blends cover) under the other loops.
+
+    Returns False (nothing changed) when the block is not of that shape."""
+    block = sch.get(block_rv)
+    store = block.body
+    taps = _taps(store.value) if isinstance(store, tirx.BufferStore) else None
+    loops = sch.get_loops(block_rv)
+    if taps is None or len(block.iter_vars) != 4 or block.init is not None or len(loops) < 2:
+        return False
+    outer, inner = sch.get(loops[-2]), sch.get(loops[-1])
+    realize = inner.body
+    if not (isinstance(realize, SBlockRealize) and outer.body.same_as(inner)
+            and isinstance(inner.min, tirx.IntImm) and int(inner.min) == 0
+            and realize.iter_values[3].same_as(inner.loop_var)
+            and not any(uses(v, inner.loop_var) for v in realize.iter_values[:3])):
+        return False
+    v_n, v_c, v_h, v_w = (iv.var for iv in block.iter_vars)
+    (l00, wx0, wy0), (l01, wx1, wy0b), (l10, wx0b, wy1), (l11, wx1b, wy1b) = taps
+    analyzer = tvm.sym.Analyzer()
+    same = tvm_ffi.structural_equal
+    if not (same(wy0, wy0b) and same(wy1, wy1b) and same(wx0, wx0b) and same(wx1, wx1b)) \
+            or list(store.indices) != [v_n, v_c, v_h, v_w] or str(store.buffer.dtype) != "float32":
+        return False
+    source = l00.source
+    for load, dh, dw in ((l01, 0, 1), (l10, 1, 0), (l11, 1, 1)):
+        if not load.source.same_as(source) or len(load.indices) != 4 \
+                or any(not analyzer.can_prove_equal(a - b, d)
+                       for a, b, d in zip(load.indices[2:], l00.indices[2:], (dh, dw))):
+            return False
+    n, c, row, col = l00.indices
+    linear = tvm.sym.detect_linear_equation(col, [v_w])
+    if not (n.same_as(v_n) and c.same_as(v_c)) or len(linear) != 2 or not isinstance(linear[0], tirx.IntImm) \
+            or int(linear[0]) != 1 or uses(linear[1], v_w) or uses(row, v_w):
+        return False
+    height, width = (int(d) for d in source.shape[2:])
+    out_width = int(block.iter_vars[3].dom.extent)
+    idx = v_w.ty.dtype
+
+    def const(v):
+        return tirx.const(v, idx)
+
+    # the row buffer holds the vertical blend at [pad, pad + width); zeros are read on either side
+    pad = out_width + 1
+    rows = tirx.decl_buffer((pad + out_width + width + 1,), "float32", "row", scope="local")
+    k_var, r_var = tirx.Var("k", idx), tirx.Var("r", idx)
+    weights = [tirx.Var(name, "float32") for name in ("wx0", "wx1", "wy0", "wy1")]
+    a0, a1, b0, b1 = weights
+    zero = tirx.const(0, "float32")
+
+    def loop(name, extent, body_of, kind=tirx.ForKind.SERIAL):
+        var = tirx.Var(name, idx)
+        return tirx.For(var, const(0), extent, kind, body_of(var))
+
+    # the rows' tests are row-invariant Selects over a row clamped into the map (bound first: inside the
+    # Select the simplifier would drop the clamp, and the discarded lanes would read out of bounds)
+    clamped_rows = [tirx.Var(name, idx) for name in ("r0", "r1")]
+
+    def tap(dh, weight):
+        r = r_var + dh
+        w_eff = tirx.Select(tirx.all(r >= 0, r < height), weight, zero)
+        return lambda j: w_eff * tirx.BufferLoad(source, [v_n, v_c, clamped_rows[dh], j])
+
+    top, bottom = tap(0, b0), tap(1, b1)
+    vertical = loop("j", const(width), lambda j: tirx.BufferStore(rows, top(j) + bottom(j), [pad + j]),
+                    tirx.ForKind.VECTORIZED)
+    k = k_var
+    left = loop("j", tirx.max(-k, const(0)), lambda j: tirx.BufferStore(rows, zero, [pad + k + j]))
+    right_from = tirx.max(k + out_width + 1, const(width))
+    right = loop("j", right_from - width, lambda j: tirx.BufferStore(rows, zero, [pad + width + j]))
+    horizontal = loop("w", const(out_width), lambda w: tirx.BufferStore(
+        store.buffer, a0 * tirx.BufferLoad(rows, [pad + k + w]) + a1 * tirx.BufferLoad(rows, [pad + k + w + 1]),
+        [v_n, v_c, v_h, w]), tirx.ForKind.VECTORIZED)
+    # |k| beyond the map reads zeros only: clamped so that the buffer's pads cover every read
+    clamped = tirx.max(tirx.min(linear[1], const(width)), const(-pad))
+    binds = [tirx.LetStmt(var, value)
+             for var, value in zip([k_var, r_var] + weights, [clamped, row, wx0, wx1, wy0, wy1])]
+    binds += [tirx.LetStmt(var, tirx.max(tirx.min(r_var + dh, const(height - 1)), const(0)))
+              for dh, var in enumerate(clamped_rows)]
+    body = tirx.SeqStmt(binds + [left, right, vertical, horizontal])
+
+    span = tvm.ir.Range.from_min_extent
+    writes = [tirx.BufferRegion(store.buffer, [span(v_n, 1), span(v_c, 1), span(v_h, 1), span(0, out_width)])]
+    new = SBlock(block.iter_vars[:3], [whole_along(r, v_h, v_w) for r in block.reads], writes, block.name_hint, body,
+                 None, list(block.alloc_buffers) + [rows], block.match_buffers, block.annotations)
+    nest = tirx.For(outer.loop_var, outer.min, outer.extent, outer.kind,
+                    SBlockRealize(realize.iter_values[:3], realize.predicate, new), outer.thread_binding,
+                    outer.annotations)
+    sch.state.replace(sch.get_sref(loops[-2]), nest, {block: new})
+    return True
