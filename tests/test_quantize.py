@@ -217,16 +217,32 @@ class PreActivation(nn.Module):
         return ref.fixed_point_add([c, a], [s2 / s_out, s1 / s_out]).astype(np.float32) * s_out
 
 
-def test_pre_activation_batch_norm_is_an_int8_requantize_bit_exactly():
-    """AS-ResNet's unfoldable BN + ReLU: int8 in, int8 out (one requantize), not a float island."""
+@pytest.fixture(scope="module")
+def pre_activation():
     torch.manual_seed(3)
     net = PreActivation().eval()
     samples = np.random.default_rng(3).standard_normal((6, 3, 10, 10)).astype("float32")
-    quantized = quantize(from_torch(net, (torch.from_numpy(samples[:1]),)), samples)
+    return net, samples, quantize(from_torch(net, (torch.from_numpy(samples[:1]),)), samples)
+
+
+def test_pre_activation_batch_norm_is_an_int8_requantize_bit_exactly(pre_activation):
+    """AS-ResNet's unfoldable BN + ReLU: int8 in, int8 out (one requantize), not a float island."""
+    net, samples, quantized = pre_activation
     assert quantized.float_ops == {}
     scales = [s for _, s in quantized.scales]
     assert len(scales) == 5, quantized.scales
     np.testing.assert_array_equal(run_host(quantized.mod, samples), net.int8_reference(samples, scales))
+
+
+@pytest.mark.usefixtures("pocl_platform")
+@pytest.mark.parametrize("target", ["adreno", "adreno-texture"])
+def test_pre_activation_batch_norm_on_pocl_equals_the_host_build(pre_activation, plugin_lowering, target):
+    """The same int8 values (the output's dequantize scale is a constant OpenCL prints with 7 digits: 1 ulp)."""
+    _, samples, quantized = pre_activation
+    run = run_on_pocl(quantized.mod, target, {"x": samples[:1]})
+    s_out = quantized.scales[-1][1]
+    np.testing.assert_array_equal(np.rint(run.outputs / s_out), np.rint(run_host(quantized.mod, samples[:1]) / s_out))
+    np.testing.assert_allclose(run.outputs, run_host(quantized.mod, samples[:1]), rtol=1e-6)
 
 
 class ShiftNet(nn.Module):
