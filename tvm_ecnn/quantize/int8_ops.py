@@ -44,8 +44,8 @@ def dequantize(bb, q, scale, zero_point: int = 0):
 def requantize(bb, acc, multiplier: np.ndarray, low: int = -128, high: int = 127, zero_point: int = 0,
                offset: np.ndarray | None = None):
     """int32 accumulator -> int8: ``clip(rint(f32(acc) * m[o] (+ c[o])) + zp, low, high)``, ``m = s_x * s_w[o] /
-    s_out`` in fp32, ``c = f32(b / s_out)`` an fp32 bias (PT2E's). ``low``/``high`` carry a fused ReLU
-    (``low = zp``) or ReLU6 (``high = zp + rint(6 / s_out)``)."""
+    s_out`` in fp32, ``c = f32(b / s_out)`` an fp32 offset (an unfolded BatchNorm's). ``low``/``high`` carry a
+    fused ReLU (``low = zp``) or ReLU6 (``high = zp + rint(6 / s_out)``)."""
     scaled = R.multiply(R.astype(acc, "float32"), _const(multiplier, "float32"))
     if offset is not None:
         scaled = R.add(scaled, _const(offset, "float32"))

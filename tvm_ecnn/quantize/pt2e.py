@@ -9,8 +9,8 @@ The importer turns PT2E's q/dq ops into ``R.quantize`` / ``R.dequantize`` (``fro
    A tensor PT2E quantizes is int8 here, any other stays fp32 (PT2E computes it in fp32 too). An op that
    keeps its input's scale (a shift, max pool, reshape) but whose output PT2E quantizes with other
    parameters is followed by PT2E's requantize ``q(dq(x))`` (fp32, one elementwise kernel); the residual add
-   is PT2E's ``q(dq(a) + dq(b))``, fp32 on the int8 operands; an average whose output parameters differ runs in fp32
-   between PT2E's own dequantize and quantize.
+   is PT2E's ``q(dq(a) + dq(b))``, fp32 on the int8 operands; an average runs in fp32 between PT2E's own
+   dequantize and quantize.
 
 Arithmetic: docs/int8-quantization.md, "PT2E".
 """
@@ -146,8 +146,10 @@ class Pt2eRewrite(Int8Rewrite):
         return var not in self.ranges or super().wants_float(var)
 
     def averaging(self, bb, var, value):
-        x = value.args[0]
-        return var in self.ranges and self.ranges.get(x) == self.ranges[var] and super().averaging(bb, var, value)
+        """PT2E's own average, ``q(mean(dq(x)))`` in fp32 (the fp32 fallback), even where the parameters do not
+        change: an int8 average breaks exact ties (frequent: the mean of 4 or 64 integers) by ``rint`` where
+        PyTorch's fp32 rounding of ``(q - z) * s`` and ``1 / s`` decides them."""
+        return False
 
     def add(self, bb, var, value):
         """PT2E's own add: ``q(dq(a) + dq(b))`` (a following ReLU fused), one fp32 elementwise kernel on the int8

@@ -233,19 +233,27 @@ class Int8Rewrite:
 
     def finish(self, bb, end, acc, acc_scale: np.ndarray, activation: str, ndim: int, bias=None):
         """int32 accumulator (scale ``acc_scale[o]``) -> int8 at ``end``'s scale, or fp32 for float readers
-        (``bias``: an fp32 bias still to add, ``FLOAT_BIAS``)."""
-        if self.wants_float(end):
+        (``bias``: an fp32 bias still to add: ``FLOAT_BIAS``, or an unfolded BatchNorm's shift). With ``FLOAT_BIAS``
+        the int8 result is PyTorch's ``quantize(act(conv(dq(x), dq(W)) + b))`` step for step in fp32 (``f32(acc) * f32(s_x s_w[o])``, ``+ b``,
+        the activation, ``* f32(1 / s_out)``): it rounds where PyTorch rounds save for PyTorch's own fp32 sum."""
+        if self.wants_float(end) or self.FLOAT_BIAS:
             value = int8_ops.dequantize(bb, acc, int8_ops.channel_shape(acc_scale, ndim))
             if bias is not None:
                 value = bb.emit(R.add(value, relax.const(int8_ops.channel_shape(bias.astype("float32"), ndim))))
-            self.f[end] = self._float_activation(bb, value, activation)
+            value = self._float_activation(bb, value, activation)
+            if self.wants_float(end):
+                self.f[end] = value
+            else:
+                scale, zero_point = self.scale(end), self.zero_point(end)
+                self.q[end] = QTensor(int8_ops.quantize(bb, value, scale, zero_point), scale, zero_point)
             return
         out_scale, zero_point = self.scale(end), self.zero_point(end)
         low, high = (max(-128, zero_point), 127) if activation != "none" else (-128, 127)
         if activation == "relu6":
             high = int(min(127, zero_point + np.rint(np.float32(6) / out_scale)))
         multiplier = int8_ops.channel_shape((acc_scale / out_scale).astype("float32"), ndim)
-        offset = None if bias is None else int8_ops.channel_shape((bias.astype("float32") / out_scale).astype("float32"), ndim)
+        offset = None if bias is None else int8_ops.channel_shape((bias.astype("float32") / out_scale).astype("float32"),
+                                                                   ndim)
         self.q[end] = QTensor(int8_ops.requantize(bb, acc, multiplier, low, high, zero_point, offset), out_scale,
                               zero_point)
 
