@@ -168,7 +168,7 @@ def reads_shift_directly(sch: Schedule, stage) -> bool:
     if str(sch.get(stage).annotations.get("ecnn_shift")) != "grouped":
         return False
     block = sch.get(stage)
-    guards = _guarded_loads(block.body.value)
+    guards = guarded_loads(block.body.value)
     load = guards[0].args[1] if len(guards) == 1 else None
     if load is None or len(load.indices) != 4:
         return False
@@ -184,7 +184,7 @@ def reads_unit_stride(sch: Schedule, stage) -> bool:
     return all(_unit_stride(load.indices[-1], block.iter_vars[2].var) for load in loads if len(load.indices) == 4)
 
 
-def _guarded_loads(expr) -> list:
+def guarded_loads(expr) -> list:
     """The ``if_then_else(inside, load, fill)`` calls of ``expr`` (not those of the offsets)."""
     found = []
     tvm_ffi.structural_walk(expr, (tvm.ir.Call, lambda c: found.append(c) if c.op.name == "prim.if_then_else"
@@ -220,7 +220,7 @@ def unguard_shifted_loads(sch: Schedule, update) -> int:
     """
     block = sch.get(update)
     store = block.body
-    guards = _guarded_loads(store.value) if isinstance(store, tirx.BufferStore) else []
+    guards = guarded_loads(store.value) if isinstance(store, tirx.BufferStore) else []
     if len(guards) != 1 or len(block.iter_vars) != 5:
         return 0
     guard, (v_h, v_w, v_c) = guards[0], (iv.var for iv in block.iter_vars[2:])
@@ -256,7 +256,7 @@ def unguard_shifted_loads(sch: Schedule, update) -> int:
     def unguarded(read):
         return tirx.BufferStore(store.buffer, tvm_ffi.structural_map(store.value, (
             tvm.ir.Call,
-            lambda g: tirx.Select(of_cell(g.args[0]), read, g.args[2]) if _guarded_loads(g) == [g] else g)),
+            lambda g: tirx.Select(of_cell(g.args[0]), read, g.args[2]) if guarded_loads(g) == [g] else g)),
             store.indices)
 
     body = tirx.IfThenElse(tirx.all(v_c >= edge, v_c < channels - edge), unguarded(shifted), unguarded(clamped))

@@ -101,14 +101,15 @@ def test_active_shift2d_int8_within_bound_of_float(shape, zp, spread, stride, pa
 
 
 def conv_int8_case(kind, channels, out_channels, size, *, stride=1, bias=True, activation="none", x_zp=0,
-                   per_channel=False, residual=False, out_zp=0, requant=True, seed=0):
-    """``(make, x, reference)``; ``make`` takes the input var (the residual is a constant)."""
+                   per_channel=False, residual=False, out_zp=0, requant=True, seed=0, reach=2.5):
+    """``(make, x, reference)``; ``make`` takes the input var (the residual is a constant); active offsets
+    uniform in ``[-reach, reach]``."""
     rng = np.random.default_rng(seed)
     shape = (1, channels) + ((size, size) if isinstance(size, int) else tuple(size))
     x, w = int8(rng, shape), int8(rng, (out_channels, channels, 1, 1))
     b = rng.integers(-20000, 20000, out_channels).astype("int32") if bias else None
     offsets = {"sparse": lambda: rng.integers(-3, 4, (channels, 2)).astype("int32"),
-               "active": lambda: rng.uniform(-2.5, 2.5, (channels, 2)).astype("float32")}.get(kind, lambda: None)()
+               "active": lambda: rng.uniform(-reach, reach, (channels, 2)).astype("float32")}.get(kind, lambda: None)()
     typical = 1.0 / (np.sqrt(channels) * 2000)  # keeps most outputs inside int8
     scales = list(rng.uniform(0.3, 3, out_channels) * typical) if per_channel else float(typical)
     out_h = (shape[2] - 1) // stride + 1

@@ -59,6 +59,27 @@ def test_vnni_kernel_bit_exact_on_host(kind, stride, requant, size, residual):
     np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), ref)
 
 
+@pytest.mark.skipif(not has_vnni(targets.get_target("host")), reason="this host has no AVX-512 VNNI")
+@pytest.mark.parametrize("channels, size, stride", [(32, (14, 14), 1), (32, (28, 28), 1), (32, (13, 11), 2)])
+def test_vnni_active_shift_offsets_beyond_the_map_bit_exact(channels, size, stride):
+    """The unguarded taps (schedules/int8_shift_staging.py) clamp each channel's integer offset and read
+    unselected lanes next to the plane: offsets up to 2.5 maps away (negative, fractional), whole channels
+    outside the image, the first and last channels (clamped addresses) included."""
+    make, x, ref = conv_int8_case("active", channels, 64, size, stride=stride, activation="relu", x_zp=-7,
+                                  per_channel=True, residual=True, seed=5, reach=2.5 * max(size))
+    vm = relax.VirtualMachine(pipeline.build(build_module(make, [(x.shape, "int8")]), "host"), tvm.cpu())
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), ref)
+
+
+@pytest.mark.parametrize("size, tested", [(16, False), (14, False), (7, True)])
+def test_int8_active_shift_taps_untested_where_the_pixels_vectorize(size, tested):
+    """16x16 (pixel vectors) and 14x14 (channel vectors, staged once per call) stage the shift with vector
+    ``Select`` taps; 7x7 (49 pixels: scalar planes) keeps the tested taps, faster there."""
+    _, found = kernels(int8_module(kind="active", size=size), ZEN4)
+    (_, kernel), = found.items()
+    assert ("if_then_else" in kernel.script()) == tested
+
+
 @pytest.mark.parametrize("size, packed", [(16, [8, 16, 1, 1, 8, 4]),  # pixel vectors: 8 output channels x 4
                                            (14, [4, 16, 1, 1, 16, 4]),  # channel vectors: 16 x 4, narrow map
                                            (56, [4, 16, 1, 1, 16, 4])])  # channel vectors, staged per row
