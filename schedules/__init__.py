@@ -6,7 +6,7 @@ calls :func:`rule_for` on every fused PrimFunc that contains an ecnn block.
 """
 from __future__ import annotations
 
-from . import adreno, arm_cpu, cpu
+from . import adreno, arm_cpu, cpu, vectorizable_ops  # noqa: F401  (vectorizable_ops: marks TIR ops on import)
 
 FAMILIES = {"cpu": cpu.RULES, "arm_cpu": arm_cpu.RULES, "adreno": adreno.RULES}
 

@@ -49,7 +49,8 @@ CHANNEL_VECTOR_MAX_WIDTH = 16
 """Output rows up to this wide take int8 channel vectors: measured on MobileNetV2's 14x14, 7x7 and 4x4 outputs
 (Zen 5, AVX-512) at 0.4-0.85x the time of ``per_channel``, whose rows there are odd 4-14 lane vectors assembled
 from 1-8 byte loads; on 28x28 and 56x56 outputs they were 1.1-1.7x slower (the transposing stage and tiles
-cost more than the rows save)."""
+cost more than the rows save). Remeasured once ``per_channel``'s requantize epilogue became vector code
+(``vectorizable_ops.py``): 1.0x on stride-1 14x14, still 0.3-0.75x on 7x7 and stride-2 outputs."""
 
 
 def channel_vectors_fit(sch: Schedule, conv: Conv2d, pad, lanes: int, width: int, target) -> bool:

@@ -4,6 +4,7 @@ of the VNNI kernels on this host when it has VNNI (test_int8_ops.py runs every i
 """
 from __future__ import annotations
 
+import int8_reference as ref
 import numpy as np
 import pytest
 import tvm
@@ -121,3 +122,49 @@ def test_int8_conv2d_vnni_bit_exact_on_host(kernel, stride, size):
             patch = xp[:, :, ry:ry + stride * out_h:stride, rx:rx + stride * out_w:stride]
             ref += np.einsum("nchw,oc->nohw", patch, w[:, :, ry, rx].astype(np.int64))
     np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), ref.astype(np.int32))
+
+
+def requantized_conv_module(x_shape, w, bias, scale, stride=1, groups=1):
+    """int8 conv2d + int32 bias requantized as ``tvm_ecnn.quantize`` emits it: ``int8(clip(round(float(acc + bias)
+    * scale)))`` in one fused kernel (the ``nearbyint`` epilogue of every quantized conv)."""
+    def body(v):
+        acc = relax.op.add(relax.op.nn.conv2d(v, relax.const(w), strides=stride, padding=w.shape[2] // 2, groups=groups,
+                                              out_dtype="int32"), relax.const(bias.reshape(1, -1, 1, 1)))
+        scaled = relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(scale.reshape(1, -1, 1, 1)))
+        return relax.op.astype(relax.op.clip(relax.op.round(scaled), -128, 127), "int8")
+    return build_module(body, [(x_shape, "int8")])
+
+
+def requantized_conv_case(channels, out_channels, size, stride, groups, seed=4):
+    """Full-range int8 input and weights, per-channel scales putting the outputs across the whole int8 range (both
+    clips and many exact .5 ties: ``scale`` a power of two over a small odd integer), and the numpy reference."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, (1, channels, *size)).astype("int8")
+    w = rng.integers(-128, 128, (out_channels, channels // groups, 3, 3)).astype("int8")
+    bias = rng.integers(-4000, 4000, out_channels).astype("int32")
+    scale = (2.0 ** -(7 + np.arange(out_channels) % 5)).astype("float32")
+    acc = ref.conv2d_acc(x, w, stride, 1, groups).astype(np.int64) + bias[None, :, None, None]
+    return x, w, bias, scale, ref.requantize(acc.astype(np.int32), scale[None, :, None, None])
+
+
+def test_requantize_epilogue_stays_vectorized():
+    """``round`` lowers to ``tirx.nearbyint``, which stock TVM 0.27 does not mark vectorizable
+    (schedules/vectorizable_ops.py): the int8 stem's epilogue was then a scalar loop that LLVM re-vectorized
+    across output channels, gathering the accumulators and storing every output byte on its own."""
+    x, w, bias, scale, _ = requantized_conv_case(3, 32, (64, 64), 2, 1)
+    (llvm,) = [m for m in pipeline.build(requantized_conv_module(x.shape, w, bias, scale, stride=2), ZEN4).mod.imports
+               if m.kind == "llvm"]
+    ir = llvm.inspect_source("ll")
+    assert "store <16 x i8>" in ir and "masked.gather" not in ir  # 16 output pixels of a channel per store
+
+
+@pytest.mark.skipif(not has_vnni(targets.get_target("host")), reason="this host has no AVX-512 VNNI")
+@pytest.mark.parametrize("channels, out_channels, size, stride, groups", [
+    (3, 32, (64, 64), 2, 1), (3, 32, (21, 27), 2, 1),  # the stem: 16- and 14-pixel rows
+    (16, 16, (56, 56), 1, 16), (8, 8, (28, 28), 1, 8), (8, 8, (30, 29), 1, 8),  # large-map depthwise, odd width
+    (8, 8, (9, 11), 1, 8)])  # narrow depthwise: channel vectors
+def test_requantized_stem_and_depthwise_bit_exact_on_host(channels, out_channels, size, stride, groups):
+    x, w, bias, scale, expected = requantized_conv_case(channels, out_channels, size, stride, groups)
+    vm = relax.VirtualMachine(pipeline.build(requantized_conv_module(x.shape, w, bias, scale, stride, groups), "host"),
+                              tvm.cpu())
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
