@@ -8,6 +8,8 @@ fit our kernels (``GEMV`` only takes inner reductions, ``x @ W`` here reduces th
 
 * ``cpu_conv2d.py``: register-blocked conv2d micro-kernels with weights packed at compile time
   (``cpu_conv2d_block.py`` matches the conv block, ``cpu_depthwise.py`` takes narrow groups);
+* ``cpu_pool.py``: a max pool, rows accumulated locally;
+* ``cpu_injective.py``: a function that inlines into one elementwise block (batch norm + ReLU, concat);
 * ``cpu_loop_nest.py``: everything else (elementwise, pools, reductions, dense, padding).
 
 Every step is a schedule primitive, so whatever fails leaves a correct function.
@@ -18,6 +20,8 @@ from tvm.s_tir import Schedule
 
 from .cpu_conv2d import schedule_conv2d
 from .cpu_conv2d_block import find_conv2d
+from .cpu_injective import schedule_injective
+from .cpu_pool import schedule_max_pool
 from .cpu_loop_nest import schedule_spatial
 
 
@@ -35,5 +39,5 @@ def schedule_any_function(sch: Schedule, target) -> bool:
     return True
 
 
-RULES = (schedule_conv2d_function, schedule_any_function)
+RULES = (schedule_conv2d_function, schedule_max_pool, schedule_injective, schedule_any_function)
 """Tried in order on a fresh schedule each; the first that applies without error wins."""

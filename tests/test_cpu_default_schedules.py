@@ -65,6 +65,9 @@ CONVS = {
     "3x3 s1 odd width and channels": (6, 20, 13, 3, 1, 1, 1),
     "7x7 s2 stem, 3 input channels": (3, 16, 23, 7, 2, 3, 1),
     "3x3 s2 stem, rows of 13": (3, 16, 25, 3, 2, 1, 1),
+    "3x3 s2 stem unpadded, rows of 17": (3, 64, 35, 3, 2, 0, 1),
+    "3x3 s2 stem padded, rows of 23": (3, 24, 45, 3, 2, 1, 1),
+    "5x5 s2 stem unpadded, over the im2col taps": (4, 8, 31, 5, 2, 0, 1),
     "depthwise 3x3 s1": (24, 24, 14, 3, 1, 1, 24),
     "depthwise 3x3 s2": (24, 24, 15, 3, 2, 1, 24),
     "grouped 3x3, 4 groups": (16, 32, 12, 3, 1, 1, 4),
@@ -113,6 +116,14 @@ def test_stem_reads_even_and_odd_columns_apart_as_pixel_vectors():
     (conv,) = [f.script() for name, f in _kernels(mod).items() if "conv2d" in name]
     assert "T.int64(34), T.int64(2), T.int64(17)" in conv  # pad[n, c, h, w % 2, w // 2]
     assert "T.vectorized(T.int64(16))" in conv  # a row of 16 output pixels per accumulator
+
+
+def test_unpadded_stem_reads_im2col_rows_padded_to_whole_vectors():
+    """SqueezeNet's stem shape in small: 35 -> 17 columns, no padding stage to deinterleave."""
+    mod = _conv_module((1, 3, 35, 35), _rand(64, 3, 3, 3), _rand(64), 2, 0, 1)
+    (conv,) = [f.script() for name, f in _kernels(mod).items() if "conv2d" in name]
+    assert "T.int64(3), T.int64(3), T.int64(3), T.int64(17), T.int64(32)" in conv  # [n, c, ry, rx, y, x padded]
+    assert "T.vectorized(T.int64(16))" in conv
 
 
 POOLS = {
@@ -251,3 +262,48 @@ def test_int8_depthwise_on_wide_maps_stays_per_channel():
     (conv,) = [f.script() for name, f in _kernels(_int8_depthwise_module((1, 32, 28, 28), w, 1)).items()
                if "conv2d" in name]
     assert "T.parallel(T.int64(32))" in conv and "T.vectorized(T.int64(14))" in conv
+
+
+@pytest.mark.parametrize("shape", [(1, 40, 27, 29), (1, 256, 27, 27)])
+def test_max_pools_on_short_rows_accumulate_rows_locally(shape):
+    """``cpu_pool.py``: output rows of one vector or less (stride 2, ceil_mode and padding)."""
+    x = _rand(*shape)
+    for make, ref in (POOLS["max 3x3 s2"], POOLS["max 2x2 padded"]):
+        mod = build_module(make, [(x.shape, "float32")])
+        np.testing.assert_allclose(_run(mod, x), ref(torch.from_numpy(x)).numpy(), rtol=0, atol=0)
+        (pool,) = [f.script() for name, f in _kernels(mod).items() if "pool" in name]
+        assert 'scope="local"' in pool
+
+
+def _batch_norm_relu(v, channels):
+    c = lambda a: relax.const(a.reshape(1, channels, 1, 1))  # noqa: E731
+    mean, var, gamma, beta = (RNG.uniform(lo, hi, channels).astype("float32") for lo, hi in
+                              ((-1, 1), (0.5, 2), (0.5, 2), (-1, 1)))
+    op = relax.op
+    y = op.divide(op.subtract(v, c(mean)), op.sqrt(op.add(c(var), relax.const(np.float32(1e-5)))))
+    return op.nn.relu(op.add(op.multiply(y, c(gamma)), c(beta))), (mean, var, gamma, beta)
+
+
+@pytest.mark.parametrize("shape", [(1, 128, 14, 14), (1, 24, 7, 9), (1, 32, 112, 112)])
+def test_unfolded_batch_norm_relu_runs_over_whole_planes(shape):
+    """``cpu_injective.py``: the per-channel square root outside a run over the whole fused plane."""
+    x, params = _rand(*shape), {}
+
+    def body(v):
+        out, params["p"] = _batch_norm_relu(v, shape[1])
+        return out
+
+    mod = build_module(body, [(x.shape, "float32")])
+    mean, var, gamma, beta = (a.reshape(1, -1, 1, 1) for a in params["p"])
+    np.testing.assert_allclose(_run(mod, x), np.maximum((x - mean) / np.sqrt(var + 1e-5) * gamma + beta, 0),
+                               rtol=1e-5, atol=1e-5)
+    (kernel,) = [f.script() for f in _kernels(mod).values()]
+    assert f"T.int64({shape[2] * shape[3]})" in kernel or "T.vectorized" in kernel  # h and w fused
+
+
+def test_concatenate_is_a_plane_copy():
+    a, b = _rand(1, 24, 13, 11), _rand(1, 40, 13, 11)
+    mod = build_module(lambda u, v: relax.op.concat([u, v], axis=1), [(a.shape, "float32"), (b.shape, "float32")])
+    np.testing.assert_array_equal(_run(mod, a, b), np.concatenate([a, b], 1))
+    (kernel,) = [f.script() for f in _kernels(mod).values()]
+    assert "T.int64(143)" in kernel  # 13 x 11: one run per channel plane
