@@ -80,6 +80,23 @@ def test_profile_lists_every_kernel_and_shares_sum_to_one():
     assert all(n in table for n in names) and "of roofline" in table
 
 
+class _TwoSame(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(8, 8, 1, bias=False), nn.Conv2d(8, 8, 1, bias=False)
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+def test_a_kernel_called_twice_counts_both_calls_flops():
+    """Its time is both calls': so are its FLOPs and bytes (one call's made its GFLOP/s half the real ones)."""
+    report = profile(_TwoSame(), input_shape=(1, 8, 10, 10), repeat=3, roofline=ROOF)
+    [conv] = [k for k in report.kernels if "conv2d" in k.name]
+    assert conv.calls == 2 and conv.flops == 2 * (2 * 8 * 8 * 10 * 10)
+    assert conv.bytes >= 2 * 4 * (8 * 10 * 10 * 2 + 8 * 8)
+
+
 def test_int8_profile_times_the_quantized_kernels():
     torch.manual_seed(0)
     report = profile(_Tiny(), input_shape=(1, 3, 12, 12), repeat=3, roofline=ROOF, dtype="int8",

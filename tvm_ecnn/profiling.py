@@ -305,9 +305,10 @@ def profile_module(mod: tvm.IRModule, inputs: list[np.ndarray], target="host", r
     total = sum(medians.values())
     kernels = []
     for name, seconds in medians.items():
-        flops, nbytes = costs.get(name, (0.0, 0))
+        calls = len(runs[0][name])
+        flops, nbytes = (calls * cost for cost in costs.get(name, (0.0, 0)))  # the time is every call's too
         fraction = roofline.seconds(flops, nbytes) / seconds if seconds > 0 else 0.0
-        kernels.append(KernelStats(name, len(runs[0][name]), seconds, seconds / total if total else 0.0,
+        kernels.append(KernelStats(name, calls, seconds, seconds / total if total else 0.0,
                                    flops, nbytes, fraction, builtin=name not in costs))
     kernels.sort(key=lambda k: k.seconds, reverse=True)
     shape = tuple(np.asarray(inputs[0]).shape) if inputs else ()
