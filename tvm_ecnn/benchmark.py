@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import importlib.metadata
 import io
+import logging
 import os
 import subprocess
 import sys
@@ -308,7 +309,13 @@ def _onnxruntime_int8(model, x):
             f.write(_onnx_bytes(model, x))
         quant_pre_process(fp32, prepared)
         name = onnx.load(prepared).graph.input[0].name
-        quantize_static(prepared, int8, Samples(name), quant_format=QuantFormat.QDQ, per_channel=True)
+        root = logging.getLogger()  # ORT's quantizer warns per call through the root logger ("Axis 1 is out-of-range
+        level = root.level          # for weight ... bn1.weight": a BN vector has no per-channel axis, correctly)
+        root.setLevel(logging.ERROR)
+        try:
+            quantize_static(prepared, int8, Samples(name), quant_format=QuantFormat.QDQ, per_channel=True)
+        finally:
+            root.setLevel(level)
         with open(int8, "rb") as f:
             return _onnxruntime(model, x, f.read())
 
