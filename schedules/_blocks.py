@@ -8,7 +8,7 @@ from __future__ import annotations
 import tvm
 import tvm_ffi
 from tvm import tirx
-from tvm.s_tir import Schedule
+from tvm.s_tir import SBlockRealize, Schedule
 
 # The block a fused function is scheduled around, most specific first.
 ANCHORS = ("shift_conv2d", "active_shift2d", "sparse_shift2d", "shift2d")
@@ -80,3 +80,14 @@ def whole_along(region, *variables):
     ranges = [tvm.ir.Range.from_min_extent(0, dim) if any(uses(r.min, v) for v in variables) else r
               for r, dim in zip(region.region, region.source.shape)]
     return tirx.BufferRegion(region.source, ranges)
+
+
+def replace_outer_loops(sch: Schedule, block_rv, depth: int, new) -> None:
+    """Replace the ``depth`` outermost loops of ``block_rv`` and everything under them by the same loops around
+    the block ``new`` (a rewrite of the block that covers the inner loops itself)."""
+    loops = sch.get_loops(block_rv)
+    nest = SBlockRealize([sch.get(loop).loop_var for loop in loops[:depth]], True, new)
+    for loop in reversed(loops[:depth]):
+        f = sch.get(loop)
+        nest = tirx.For(f.loop_var, f.min, f.extent, f.kind, nest)
+    sch.state.replace(sch.get_sref(loops[0]), nest, {sch.get(block_rv): new})

@@ -10,10 +10,10 @@ from __future__ import annotations
 import tvm
 import tvm_ffi
 from tvm import tirx
-from tvm.s_tir import SBlock, SBlockRealize, Schedule
+from tvm.s_tir import SBlock, Schedule
 from tvm.tirx import IndexMap
 
-from ._blocks import trivially_bound, uses, whole_along
+from ._blocks import replace_outer_loops, trivially_bound, uses, whole_along
 
 _ITE = "prim.if_then_else"
 
@@ -117,11 +117,7 @@ def split_borders(sch: Schedule, block_rv) -> bool:
                                 + [tvm.ir.Range.from_min_extent(0, width)])]
     row = SBlock(block.iter_vars[:3], reads, writes, block.name_hint, body, None, block.alloc_buffers,
                  block.match_buffers, block.annotations)
-    nest = SBlockRealize([sch.get(l).loop_var for l in loops[:3]], True, row)
-    for l in reversed(loops[:3]):
-        f = sch.get(l)
-        nest = tirx.For(f.loop_var, f.min, f.extent, f.kind, nest)
-    sch.state.replace(sch.get_sref(loops[0]), nest, {block: row})
+    replace_outer_loops(sch, block_rv, 3, row)
     return True
 
 
@@ -197,10 +193,5 @@ def copy_shifted_planes(sch: Schedule, block_rv) -> bool:
     writes = [tirx.BufferRegion(store.buffer, [span(v_n, 1), span(v_c, 1), span(0, height), span(0, width)])]
     new = SBlock(block.iter_vars[:2], [whole_along(r, v_h, v_w) for r in block.reads], writes, block.name_hint, body,
                  None, block.alloc_buffers, block.match_buffers, block.annotations)
-    loops = sch.get_loops(block_rv)
-    nest = SBlockRealize([sch.get(l).loop_var for l in loops[:2]], True, new)
-    for l in reversed(loops[:2]):
-        f = sch.get(l)
-        nest = tirx.For(f.loop_var, f.min, f.extent, f.kind, nest)
-    sch.state.replace(sch.get_sref(loops[0]), nest, {block: new})
+    replace_outer_loops(sch, block_rv, 2, new)
     return True
