@@ -217,6 +217,16 @@ def test_garbage_line_is_an_error_naming_file_and_line_for_compile_and_tune(kill
     assert (db / damaged).read_text() == kept
 
 
+def test_record_tvm_cannot_read_is_an_error_naming_file_and_line(killed_then_resumed, tmp_path):
+    """Valid JSON that TVM's record reader rejects (a TVM error, a RuntimeError): one line naming file and line."""
+    db = tmp_path / "db"
+    shutil.copytree(killed_then_resumed[0], db)
+    lines = (db / RECORDS).read_text().splitlines(keepends=True)
+    (db / RECORDS).write_text("".join([lines[0], '[0, [[["NoSuchInstruction", [], [], []]], [], 0], [1.0]]\n', *lines[1:]]))
+    with pytest.raises(ValueError, match=f"{db / RECORDS}:2: not a tuning record"):
+        AppliedRecords(db, HOST)
+
+
 def test_records_of_another_target_are_refused(killed_then_resumed, module):
     db = killed_then_resumed[0]
     with pytest.raises(ValueError, match="tuned for llvm.*not for llvm, mtriple=aarch64-linux-gnu"):

@@ -97,13 +97,13 @@ def read(folder, *, repair: bool = False) -> Contents:
     for number, item in _lines(workloads_path, repair):
         try:
             workloads.append(ms.database.Workload.from_json(item))
-        except (tvm.TVMError, TypeError, ValueError, IndexError) as error:
+        except (RuntimeError, TypeError, ValueError, IndexError) as error:  # TVM errors are RuntimeErrors
             raise ValueError(f"{workloads_path}:{number}: not a workload ({error_line(error)})") from None
     records = []
     for number, item in _lines(records_path, repair):
         try:
             records.append((number, ms.database.TuningRecord.from_json(item[1], workloads[item[0]])))
-        except (tvm.TVMError, TypeError, ValueError, IndexError, KeyError) as error:
+        except (RuntimeError, TypeError, ValueError, IndexError, KeyError) as error:
             raise ValueError(f"{records_path}:{number}: not a tuning record of {workloads_path.name} "
                              f"({error_line(error)})") from None
     return Contents(folder, workloads, records)
