@@ -122,7 +122,7 @@ class Pt2eRewrite(Int8Rewrite):
     """``Int8Rewrite`` on PT2E's scales, zero points and int8 weights (see the module doc)."""
 
     QUANTIZED_OUTPUTS = True
-    FLOAT_BIAS = True
+    FLOAT_EPILOGUE = True
 
     def __init__(self, func: relax.Function, qparams: dict, weights: dict):
         self.weights = weights

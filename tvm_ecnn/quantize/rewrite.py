@@ -55,9 +55,10 @@ class Int8Rewrite:
     QUANTIZED_OUTPUTS = False
     """whether a function output with a scale is made in int8 and dequantized (PT2E quantizes its outputs),
     rather than produced in fp32 by its op's epilogue"""
-    FLOAT_BIAS = False
-    """whether conv / dense biases stay fp32, added in the requantize epilogue (``rint(f32(acc) * m + f32(b /
-    s_out))``, PT2E's fp32 bias), rather than rounded into the int32 accumulator"""
+    FLOAT_EPILOGUE = False
+    """whether conv / dense epilogues run in PyTorch's fp32 order (PT2E): dequantize the int32 accumulator, add
+    the fp32 bias, activate, quantize; rather than the bias rounded into the int32 accumulator and one
+    ``requantize`` (``rint(f32(acc) * m)``)"""
 
     def __init__(self, func: relax.Function, ranges: dict):
         self.func = func
@@ -233,10 +234,10 @@ class Int8Rewrite:
 
     def finish(self, bb, end, acc, acc_scale: np.ndarray, activation: str, ndim: int, bias=None):
         """int32 accumulator (scale ``acc_scale[o]``) -> int8 at ``end``'s scale, or fp32 for float readers
-        (``bias``: an fp32 bias still to add: ``FLOAT_BIAS``, or an unfolded BatchNorm's shift). With ``FLOAT_BIAS``
+        (``bias``: an fp32 bias still to add: ``FLOAT_EPILOGUE``, or an unfolded BatchNorm's shift). With ``FLOAT_EPILOGUE``
         the int8 result is PyTorch's ``quantize(act(conv(dq(x), dq(W)) + b))`` step for step in fp32 (``f32(acc) * f32(s_x s_w[o])``, ``+ b``,
         the activation, ``* f32(1 / s_out)``): it rounds where PyTorch rounds save for PyTorch's own fp32 sum."""
-        if self.wants_float(end) or self.FLOAT_BIAS:
+        if self.wants_float(end) or self.FLOAT_EPILOGUE:
             value = int8_ops.dequantize(bb, acc, int8_ops.channel_shape(acc_scale, ndim))
             if bias is not None:
                 value = bb.emit(R.add(value, relax.const(int8_ops.channel_shape(bias.astype("float32"), ndim))))
@@ -290,10 +291,10 @@ class Int8Rewrite:
             padding = [0, 0, 0, 0]
         acc = bb.emit(R.nn.conv2d(data, relax.const(wq), strides=list(attrs.strides), padding=padding,
                                   dilation=list(attrs.dilation), groups=int(attrs.groups), out_dtype="int32"))
-        acc = self._add_int32_bias(bb, acc, None if self.FLOAT_BIAS else bias, x, wq, w_scale, 4)
+        acc = self._add_int32_bias(bb, acc, None if self.FLOAT_EPILOGUE else bias, x, wq, w_scale, 4)
         self._fused(var, end)
         self.finish(bb, end, acc, (x.scale * w_scale).astype("float32"), activation, 4,
-                    bias if self.FLOAT_BIAS else None)
+                    bias if self.FLOAT_EPILOGUE else None)
         return True
 
     def matmul(self, bb, var, value):
@@ -309,10 +310,10 @@ class Int8Rewrite:
         x = self.as_q(bb, value.args[0])
         end, bias, activation = self.epilogue(var)
         acc = bb.emit(R.matmul(x.value, relax.const(np.ascontiguousarray(wq.T)), out_dtype="int32"))
-        acc = self._add_int32_bias(bb, acc, None if self.FLOAT_BIAS else bias, x, wq, w_scale, 2)
+        acc = self._add_int32_bias(bb, acc, None if self.FLOAT_EPILOGUE else bias, x, wq, w_scale, 2)
         self._fused(var, end)
         self.finish(bb, end, acc, (x.scale * w_scale).astype("float32"), activation, 2,
-                    bias if self.FLOAT_BIAS else None)
+                    bias if self.FLOAT_EPILOGUE else None)
         return True
 
     def batch_norm(self, bb, var, value):
