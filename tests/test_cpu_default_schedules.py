@@ -104,6 +104,21 @@ def test_conv2d_kernels_are_parallel_and_vectorized(case):
     assert "T.parallel" in conv and "T.vectorized" in conv
 
 
+@pytest.mark.parametrize("size", [13, 27, 55])
+def test_3x3_conv_on_odd_rows_with_bias_relu_residual_matches_torch(size):
+    """SqueezeNet's expand-conv widths: channel vectors over tiles of 7 pixels (13, 27: a predicated last tile) or 5."""
+    x, w, b, res = _rand(1, 8, size, size), _rand(32, 8, 3, 3), _rand(32), _rand(1, 32, size, size)
+    mod = _conv_module(x.shape, w, b, 1, 1, 1, residual=True)
+    np.testing.assert_allclose(_run(mod, x, res), _conv_ref(x, w, b, 1, 1, 1, res), rtol=1e-4, atol=1e-4)
+
+
+def test_3x3_conv_on_rows_of_27_takes_7_pixels_per_tile():
+    """27 = 3 x 9: an exact tile of 3 pixels would leave the micro-kernel load-bound; 4 x 7 with a masked tail."""
+    mod = _conv_module((1, 8, 27, 27), _rand(32, 8, 3, 3), _rand(32), 1, 1, 1)
+    (conv,) = [f.script() for name, f in _kernels(mod).items() if "conv2d" in name]
+    assert "T.unroll(T.int64(7))" in conv and "T.where(xx_0 * T.int64(7) + xx_1 < T.int64(27))" in conv
+
+
 def test_depthwise_is_parallel_per_channel():
     mod = _conv_module((1, 32, 28, 28), _rand(32, 1, 3, 3), _rand(32), 1, 1, 32)
     (conv,) = [f.script() for name, f in _kernels(mod).items() if "conv2d" in name]
