@@ -25,7 +25,7 @@ from . import arm_conv2d, cpu_int8
 from .cpu_common import accumulator_budget, inline_all, root_blocks, vector_lanes
 from .cpu_conv2d_block import Conv2d, accumulate_locally, epilogue_block, pack_weights, pad_block, parallel_conv
 from .cpu_depthwise import channel_vectors, channel_vectors_fit, per_channel
-from .cpu_stem import deinterleave_columns, im2col_padded_rows
+from .cpu_stem import accumulate_in_fp32, deinterleave_columns, im2col_padded_rows
 from ._blocks import divisor, extents
 from .cpu_loop_nest import schedule_block, stage_padding
 
@@ -91,8 +91,10 @@ def schedule_conv2d(sch: Schedule, conv: Conv2d, target) -> None:
           and deinterleave_columns(sch, conv, pad)):
         stage_padding(sch, pad)  # a stride-2 stem read as stride-1 rows (cpu_stem.py)
         _pixel_vector(sch, conv, epilogue, row, pixel_vector_channels(conv.out_per_group, budget))
+        accumulate_in_fp32(sch, conv, target)  # int8
     elif conv.out_per_group >= 4 and (store := im2col_padded_rows(sch, conv, epilogue, pad, lanes)) is not None:
         _pixel_vector(sch, conv, store, lanes, pixel_vector_channels(conv.out_per_group, budget))
+        accumulate_in_fp32(sch, conv, target)
     elif conv.out_per_group >= 4 and pixel_vectors_win(vector, tile, lanes):
         stage_padding(sch, pad)
         channels = pixel_vector_channels(conv.out_per_group, budget)

@@ -30,7 +30,7 @@ def stage_padding(sch: Schedule, pad) -> None:
     if not has_guard(sch, pad):
         sch.compute_inline(pad)
         return
-    if split_borders(sch, pad):
+    if split_borders(sch, pad, inner=len(sch.get(pad).iter_vars) - 4):  # a stem's parity: cpu_stem.py
         n, c, h = sch.get_loops(pad)
         rows = sch.fuse(n, c, h)
         if math.prod(int(d) for d in sch.get(pad).writes[0].source.shape) >= PARALLEL_MIN_WORK:

@@ -7,6 +7,8 @@ copies, ``fmla v.4s`` for the bilinear active shift. Used by the ARM standalone 
 """
 from __future__ import annotations
 
+import itertools
+
 import tvm
 import tvm_ffi
 from tvm import tirx
@@ -73,7 +75,14 @@ def _reduce(f, items):
     return out
 
 
-def split_borders(sch: Schedule, block_rv) -> bool:
+def _at_every_lane(expr, lanes) -> list:
+    """``expr`` with the ``lanes`` iterators replaced by each combination of their values."""
+    at = IndexMap([iv.var for iv in lanes], [expr], None)
+    return [at.map_indices([tirx.const(i, iv.var.ty.dtype) for i, iv in zip(point, lanes)])[0]
+            for point in itertools.product(*(range(int(iv.dom.extent)) for iv in lanes))]
+
+
+def split_borders(sch: Schedule, block_rv, inner: int = 0) -> bool:
     """Rewrite an elementwise shift block ``out[n, c, h, w] = E`` into one block per output row
     whose body is three ``w`` loops: left border, interior, right border (``lo``/``hi`` computed at
     run time from the channel's offsets, so table-driven shifts work too). Only the borders keep
@@ -81,21 +90,30 @@ def split_borders(sch: Schedule, block_rv) -> bool:
     4-tap blend, which LLVM's loop vectorizer turns into ``ldr q``/``str q`` / ``fmla v.4s``.
     TVM's own ``vectorize`` cannot: a per-lane test on a load scalarizes the whole vector.
 
+    ``inner`` trailing iterators (constant extents) stay loops inside each ``w`` loop, the interior the
+    ``w`` range inside for all their values: a stem's padding stored even/odd columns apart iterates
+    ``[n, c, h, w // 2, w % 2]`` (``cpu_stem.py``), so LLVM loads both parities of a row as one interleaved
+    group (wide loads and shuffles, not gathers) and stores each as a contiguous run.
+
     Returns False (nothing changed) when the block is not of that shape.
     """
     block = sch.get(block_rv)
     store = block.body
-    if not isinstance(store, tirx.BufferStore) or len(block.iter_vars) != 4 or block.init is not None:
+    if not isinstance(store, tirx.BufferStore) or len(block.iter_vars) != 4 + inner or block.init is not None:
         return False
     v_w = block.iter_vars[3].var
+    lanes = block.iter_vars[4:]
     loops = sch.get_loops(block_rv)
-    if not store.indices[-1].same_as(v_w) or len(loops) != 4 or not trivially_bound(sch, block_rv):
+    if not store.indices[-1].same_as(v_w) or len(loops) != 4 + inner or not trivially_bound(sch, block_rv):
         return False
     width = int(block.iter_vars[3].dom.extent)
     found = _interior(_guards(store.value), v_w, width)
-    if found is None:
+    if found is None or (found[2] is not None and any(uses(found[2], iv.var) for iv in lanes)):
         return False
     lo, hi, row_ok = found
+    if lanes:  # the interior of every lane
+        lo = _reduce(tirx.max, _at_every_lane(lo, lanes))
+        hi = tirx.max(_reduce(tirx.min, _at_every_lane(hi, lanes)), lo)
     if row_ok is not None:
         hi = tirx.Select(row_ok, hi, lo)
     ite_op = tvm.ir.Op.get(_ITE)
@@ -103,18 +121,24 @@ def split_borders(sch: Schedule, block_rv) -> bool:
 
     def loop(name, start, extent, value):
         var = tirx.Var(name, v_w.ty)
-        at = IndexMap([v_w], [value], None).map_indices([start + var])[0]
-        idx = IndexMap([v_w], list(store.indices), None).map_indices([start + var])
-        return tirx.For(var, tirx.const(0, v_w.ty.dtype), extent, tirx.ForKind.SERIAL,
-                        tirx.BufferStore(store.buffer, at, idx))
+        fresh = [tirx.Var(f"{name}_{iv.var.name}", iv.var.ty) for iv in lanes]
+        old, new = [v_w, *(iv.var for iv in lanes)], [start + var, *fresh]
+        at = IndexMap(old, [value], None).map_indices(new)[0]
+        idx = IndexMap(old, list(store.indices), None).map_indices(new)
+        stmt = tirx.BufferStore(store.buffer, at, idx)
+        for v, iv in reversed(list(zip(fresh, lanes))):
+            stmt = tirx.For(v, iv.dom.min, iv.dom.extent, tirx.ForKind.SERIAL, stmt)
+        return tirx.For(var, tirx.const(0, v_w.ty.dtype), extent, tirx.ForKind.SERIAL, stmt)
 
     zero = tirx.const(0, v_w.ty.dtype)
     body = tirx.SeqStmt([loop("w_left", zero, lo, store.value), loop("w", lo, hi - lo, bare),
                          loop("w_right", hi, tirx.const(width, v_w.ty.dtype) - hi, store.value)])
 
-    reads = [whole_along(r, block.iter_vars[2].var, v_w) for r in block.reads]  # any h/w-dependent dimension
-    writes = [tirx.BufferRegion(store.buffer, [tvm.ir.Range.from_min_extent(i, 1) for i in store.indices[:-1]]
-                                + [tvm.ir.Range.from_min_extent(0, width)])]
+    inside = [block.iter_vars[2].var, v_w, *(iv.var for iv in lanes)]
+    reads = [whole_along(r, *inside) for r in block.reads]  # any h/w-dependent dimension
+    span = tvm.ir.Range.from_min_extent
+    row_region = [span(i, 1) for i in store.indices[:-1]] + [span(0, width)]
+    writes = [whole_along(tirx.BufferRegion(store.buffer, row_region), *inside[2:])]
     row = SBlock(block.iter_vars[:3], reads, writes, block.name_hint, body, None, block.alloc_buffers,
                  block.match_buffers, block.annotations)
     replace_outer_loops(sch, block_rv, 3, row)

@@ -133,6 +133,22 @@ def test_stem_reads_even_and_odd_columns_apart_as_pixel_vectors():
     assert "T.vectorized(T.int64(16))" in conv  # a row of 16 output pixels per accumulator
 
 
+@pytest.mark.parametrize("size", [64, 225])
+def test_stem_bias_relu6_matches_torch(size):
+    """MobileNetV2's stem: even rows on even/odd column halves (both parities staged per step of a row, its
+    borders apart), odd ones (225 -> 113: no even/odd halves) on im2col rows, both with the bias + ReLU6 epilogue."""
+    x, w, b = _rand(1, 3, size, size), _rand(32, 3, 3, 3), _rand(32)
+    mod = build_module(lambda v: relax.op.clip(relax.op.add(relax.op.nn.conv2d(v, relax.const(w), strides=2, padding=1),
+                                                            relax.const(b.reshape(1, -1, 1, 1))), 0, 6),
+                       [(x.shape, "float32")])
+    expected = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), 2, 1).clamp(0, 6).numpy()
+    np.testing.assert_allclose(_run(mod, x), expected, rtol=1e-4, atol=1e-4)
+    (conv,) = [f.script() for name, f in _kernels(mod).items() if "conv2d" in name]
+    half = (size + 2) // 2
+    staged = f"T.writes(pad_temp[v0, v1, v2, 0:T.int64(2), 0:{half}])" if size % 2 == 0 else "pad_temp_reindex_pad"
+    assert staged in conv and "T.parallel" in conv
+
+
 def test_unpadded_stem_reads_im2col_rows_padded_to_whole_vectors():
     """SqueezeNet's stem shape in small: 35 -> 17 columns, no padding stage to deinterleave."""
     mod = _conv_module((1, 3, 35, 35), _rand(64, 3, 3, 3), _rand(64), 2, 0, 1)

@@ -158,9 +158,17 @@ def test_requantize_epilogue_stays_vectorized():
     assert "store <16 x i8>" in ir and "masked.gather" not in ir  # 16 output pixels of a channel per store
 
 
+def test_int8_stem_accumulates_in_fp32():
+    """3 input channels: no 4-channel dot product. The 27 int8 x int8 terms of a 3x3 window sum exactly in fp32
+    (below 2^24), so the stem runs the fp32 FMA kernel on converted inputs, not int32 multiplies (cpu_stem.py)."""
+    x, w, bias, scale, _ = requantized_conv_case(3, 32, (64, 64), 2, 1)
+    asm = assembly(pipeline.build(requantized_conv_module(x.shape, w, bias, scale, stride=2), ZEN4))
+    assert asm.count("vfmadd231ps") >= 16 and "vpmulld" not in asm
+
+
 @pytest.mark.skipif(not has_vnni(targets.get_target("host")), reason="this host has no AVX-512 VNNI")
 @pytest.mark.parametrize("channels, out_channels, size, stride, groups", [
-    (3, 32, (64, 64), 2, 1), (3, 32, (21, 27), 2, 1),  # the stem: 16- and 14-pixel rows
+    (3, 32, (64, 64), 2, 1), (3, 32, (21, 27), 2, 1),  # the stem: even/odd halves; odd padded rows, im2col rows
     (16, 16, (56, 56), 1, 16), (8, 8, (28, 28), 1, 8), (8, 8, (30, 29), 1, 8),  # large-map depthwise, odd width
     (8, 8, (9, 11), 1, 8)])  # narrow depthwise: channel vectors
 def test_requantized_stem_and_depthwise_bit_exact_on_host(channels, out_channels, size, stride, groups):
