@@ -38,8 +38,10 @@ def _taps(value):
 
 
 def blend_rows(sch: Schedule, block_rv) -> bool:
-    """Rewrite the bilinear block ``out[n, c, h, w]`` (stride 1, NCHW), its innermost loop the whole ``w``,
+    """Rewrite the bilinear block ``out[n, c, h, w]`` (NCHW, any stride), its innermost loop the whole ``w``,
     into one block per output row (``[n, c, h]``, whose ``w`` the two blends cover) under the other loops.
+    At stride ``s`` the vertical blend still covers the whole input row, the horizontal one reads every
+    ``s``-th pair of its columns.
 
     Returns False (nothing changed) when the block is not of that shape."""
     block = sch.get(block_rv)
@@ -71,8 +73,9 @@ def blend_rows(sch: Schedule, block_rv) -> bool:
     n, c, row, col = l00.indices
     linear = tvm.sym.detect_linear_equation(col, [v_w])
     if not (n.same_as(v_n) and c.same_as(v_c)) or len(linear) != 2 or not isinstance(linear[0], tirx.IntImm) \
-            or int(linear[0]) != 1 or uses(linear[1], v_w) or uses(row, v_w):
+            or int(linear[0]) < 1 or uses(linear[1], v_w) or uses(row, v_w):
         return False
+    stride = int(linear[0])
     height, width = (int(d) for d in source.shape[2:])
     out_width = int(block.iter_vars[3].dom.extent)
     idx = v_w.ty.dtype
@@ -81,8 +84,8 @@ def blend_rows(sch: Schedule, block_rv) -> bool:
         return tirx.const(v, idx)
 
     # the row buffer holds the vertical blend at [pad, pad + width); zeros are read on either side
-    pad = out_width + 1
-    rows = tirx.decl_buffer((pad + out_width + width + 1,), "float32", "row", scope="local")
+    pad = stride * (out_width - 1) + 2  # the horizontal blend reads columns [k, k + pad)
+    rows = tirx.decl_buffer((pad + width + pad,), "float32", "row", scope="local")
     k_var, r_var = tirx.Var("k", idx), tirx.Var("r", idx)
     weights = [tirx.Var(name, "float32") for name in ("wx0", "wx1", "wy0", "wy1")]
     a0, a1, b0, b1 = weights
@@ -106,10 +109,11 @@ def blend_rows(sch: Schedule, block_rv) -> bool:
                     tirx.ForKind.VECTORIZED)
     k = k_var
     left = loop("j", tirx.max(-k, const(0)), lambda j: tirx.BufferStore(rows, zero, [pad + k + j]))
-    right_from = tirx.max(k + out_width + 1, const(width))
+    right_from = tirx.max(k + pad, const(width))
     right = loop("j", right_from - width, lambda j: tirx.BufferStore(rows, zero, [pad + width + j]))
     horizontal = loop("w", const(out_width), lambda w: tirx.BufferStore(
-        store.buffer, a0 * tirx.BufferLoad(rows, [pad + k + w]) + a1 * tirx.BufferLoad(rows, [pad + k + w + 1]),
+        store.buffer, a0 * tirx.BufferLoad(rows, [pad + k + stride * w])
+        + a1 * tirx.BufferLoad(rows, [pad + k + stride * w + 1]),
         [v_n, v_c, v_h, w]), tirx.ForKind.VECTORIZED)
     # |k| beyond the map reads zeros only: clamped so that the buffer's pads cover every read
     clamped = tirx.max(tirx.min(linear[1], const(width)), const(-pad))

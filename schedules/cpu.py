@@ -100,25 +100,31 @@ def _stage_planes(sch: Schedule, stage, row=None) -> None:
     the planes, the sparse shift's plane as one contiguous copy with its wrapped columns zeroed after
     (``copy_shifted_planes``; 960->160 7x7: 1.63x -> 1.23x the 1x1 conv, 384->64 14x14: 1.57x -> 1.27x),
     at stride 2 its rows split into two bounds-tested borders and a test-free interior
-    (``split_borders``); LLVM vectorizes both.
+    (``split_borders``); LLVM vectorizes both. The active shift at stride 2 is blended row by row
+    (``blend_rows``, ``BLEND_STRIDED_FROM``; 64->64 56x56: 2.35x -> 1.70x the 1x1 conv, one thread), any
+    other stage stays elementwise and serial: LLVM vectorizes its guarded loads only outside the parallel
+    loop (the active shift at 14x14 in parallel: 4x the serial loop's work).
     """
     if str(sch.get(stage).annotations.get("ecnn_shift")) == "none":
         sch.compute_inline(stage)
         return
+    blended = not reads_unit_stride(sch, stage) and extents(sch, sch.get_loops(stage))[2] >= BLEND_STRIDED_FROM
     sch.transform_layout(stage, ("write", 0), lambda n, h, w, c: (n, c, h, w))
     sch.transform_block_layout(stage, lambda n, h, w, c: (n, c, h, w))
     if row is not None:
         sch.compute_at(stage, row)
         blend_rows(sch, stage)
-    elif borders_split_cheaply(sch, stage) and copy_shifted_planes(sch, stage):
-        n, c = sch.get_loops(stage)
-        sch.parallel(sch.fuse(n, c))
-    elif borders_split_cheaply(sch, stage) and split_borders(sch, stage):  # bounds invariant per plane
-        n, c, _ = sch.get_loops(stage)
+    elif (borders_split_cheaply(sch, stage) and (copy_shifted_planes(sch, stage) or split_borders(sch, stage))) \
+            or (blended and blend_rows(sch, stage)):
+        n, c = sch.get_loops(stage)[:2]
         sch.parallel(sch.fuse(n, c))
     else:
         schedule_block(sch, stage, 0)
 
+
+BLEND_STRIDED_FROM = 14
+"""Output width from which the active shift at stride 2 staged once per call is blended row by row
+(``blend_rows``): rows of 7 cost more per row than LLVM's elementwise (gathering) loop."""
 
 STAGE_ROWS_FROM = 48
 """Output width from which the shifted input is staged per row (in L1) rather than once per call

@@ -49,11 +49,12 @@ def test_scheduled_shift_conv2d_matches_numpy(kind, channels, out_channels, size
     np.testing.assert_allclose(run_built(mod, x), _reference(kind, x, w, offsets, stride, b, activation), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("shape", [(1, 5, 7, 56), (2, 4, 5, 50)])
-def test_active_shift_blended_row_by_row_matches_numpy(shape):
-    """Maps of 48 pixels and wider stage the bilinear shift per output row as two 2-tap blends
-    (``bilinear_rows.blend_rows``, taken at both shapes): offsets beyond the map both ways, negative fractions, an
-    odd height, batch 2."""
+@pytest.mark.parametrize("shape, stride", [((1, 5, 7, 56), 1), ((2, 4, 5, 50), 1), ((1, 5, 7, 112), 2),
+                                           ((2, 6, 13, 29), 2), ((1, 4, 28, 28), 2)])
+def test_active_shift_blended_row_by_row_matches_numpy(shape, stride):
+    """Output rows of 48 pixels and wider, and of 14 and wider at stride 2, stage the bilinear shift per output row as
+    two 2-tap blends (``bilinear_rows.blend_rows``, taken at every shape; at stride 2 the horizontal one reads
+    every other column): offsets beyond the map both ways, negative fractions, odd heights and widths, batch 2."""
     rng = np.random.default_rng(7)
     x = rng.standard_normal(shape).astype("float32")
     w = rng.standard_normal((8, shape[1], 1, 1)).astype("float32")
@@ -63,9 +64,17 @@ def test_active_shift_blended_row_by_row_matches_numpy(shape):
     offsets[1] = (shape[2] + 0.5, -shape[3] - 0.5)  # every tap off the map: zeros
     offsets[2] = (-shape[2] + 0.5, shape[3] - 0.5)  # one corner of taps on the map
     mod = build_module(lambda v: relay_ops.shift_conv2d(v, relax.const(w), "active", offsets=relax.const(offsets),
-                                                        bias=relax.const(b)), [(x.shape, "float32")])
-    np.testing.assert_allclose(run_built(mod, x), _reference("active", x, w, offsets, 1, b, "none"),
+                                                        stride=stride, bias=relax.const(b)), [(x.shape, "float32")])
+    np.testing.assert_allclose(run_built(mod, x), _reference("active", x, w, offsets, stride, b, "none"),
                                rtol=1e-4, atol=1e-4)
+    (fused,) = [f for gv, f in relax_pipeline(tvm.target.Target("host"))(mod).functions.items()
+                if "shift_conv2d" in gv.name_hint]
+    sch = tvm.s_tir.Schedule(fused)
+    (stage,) = [b for b in _all_blocks(sch) if sch.get(b).name_hint == "shift_conv2d_input"]
+    assert len(sch.get(stage).iter_vars) == 3, "one block per output row"
+    blends = [loop for loop in _loops_in(sch.get(stage).body) if loop.kind == tvm.tirx.ForKind.VECTORIZED]
+    assert [int(loop.extent) for loop in blends][-2:] == [shape[3], -(-shape[3] // stride)], "both blends vectorized"
+    assert sch.get(sch.get_loops(stage)[0]).kind == tvm.tirx.ForKind.PARALLEL, "the rows' blends run in parallel"
 
 
 @pytest.mark.parametrize("shape, mapping", [((2, 20, 3, 32), "interleaved"), ((1, 11, 2, 16), "interleaved"),
