@@ -25,6 +25,7 @@ on 16x16 0.18 -> 0.04 ms).
 """
 from __future__ import annotations
 
+import tvm
 from tvm.s_tir import Schedule, TensorIntrin
 from tvm.tirx import IndexMap
 from tvm.script import tirx as T
@@ -39,86 +40,66 @@ VNNI_PIXEL_TILES = (4, 7, 8, 6, 5, 3, 2, 1)
 VNNI_ACCUMULATORS = 16  # of AVX-512's 32 zmm: accumulators; the rest hold weights, broadcasts, corrections
 DOT_16x4_S8S8 = "ecnn_dot_16x4_s8s8s32_vnni"
 PIXELS_16x4_S8S8 = "ecnn_pixels_16x4_s8s8s32_vnni"
+DOT_8x4_S8S8 = "ecnn_dot_8x4_s8s8s32_vnni"  # on ymm: dense layers (cpu_int8_dense.py), 1000 classes are whole 8s
 # (output channels, 16-pixel vectors): at most 15 accumulators, a tile under 1 KiB: TVM allocates larger local
 # buffers with TVMBackendAllocWorkspace per task (and LLVM then cannot keep them in registers)
 PIXEL_VECTOR_TILES = ((6, 2), (4, 3), (12, 1), (8, 1), (4, 2), (4, 1))
 
 
-@T.prim_func(s_tir=True)
-def _dot_16x4_desc(
-    A: T.Buffer((4,), "int8", offset_factor=1),
-    B: T.Buffer((16, 4), "int8", offset_factor=1),
-    C: T.Buffer((16,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        for i in T.serial(0, 16):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+def _flipped_vpdpbusd(acc, bytes4, vector, lanes: int):
+    """``acc + sum_k bytes4[k] * vector[i, k]`` over ``lanes`` int32 lanes on signed bytes (module docstring): the 4
+    broadcast bytes' sign bit flipped (``+ 128`` as u8), ``128 * sum_k vector[i, k]`` taken back. LLVM >= 21 types
+    both byte operands as byte vectors; 0x80808080 = -2139062144: each byte's sign bit. One expression: named
+    temporaries would become per-task workspace allocations."""
+    dot = T.llvm_lookup_intrinsic_id(f"llvm.x86.avx512.vpdpbusd.{lanes * 32}")
+    flipped = T.bitwise_xor(T.reinterpret(bytes4, dtype="int32"), T.int32(-2139062144))
+    return T.call_llvm_pure_intrin(dot, acc, T.reinterpret(T.broadcast(flipped, lanes), dtype=f"int8x{lanes * 4}"),
+                                   vector, dtype=f"int32x{lanes}") - T.call_llvm_pure_intrin(
+        dot, T.broadcast(T.int32(0), lanes), T.broadcast(T.int8(-128), lanes * 4), vector, dtype=f"int32x{lanes}")
 
 
-@T.prim_func(s_tir=True)
-def _dot_16x4_vnni(
-    A: T.Buffer((4,), "int8", offset_factor=1),
-    B: T.Buffer((16, 4), "int8", offset_factor=1),
-    C: T.Buffer((16,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-        T.writes(C[0:16])
-        # LLVM >= 21 types both byte operands <64 x i8>; 0x80808080 = -2139062144: each byte's sign bit.
-        # One expression: named temporaries would become per-task workspace allocations.
-        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), C.vload([0], dtype="int32x16"),
-            T.reinterpret(T.broadcast(T.bitwise_xor(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"),
-                                                    T.int32(-2139062144)), 16), dtype="int8x64"),
-            B.vload([0, 0], dtype="int8x64"), dtype="int32x16") - T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), T.broadcast(T.int32(0), 16),
-            T.broadcast(T.int8(-128), 64), B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
+def _register_vnni_dot(name: str, pixels: bool, lanes: int = VNNI_LANES) -> None:
+    """``C[i] += sum_k A * B`` over ``lanes`` lanes ``i`` (16: zmm, 8: ymm) and 4 bytes ``k``, ``A`` the input and
+    ``B`` the weight (the order of the blocks it replaces): ``DOT_16x4_S8S8`` (``pixels`` False) broadcasts the
+    input's 4 bytes ``A[k]`` against the weights ``B[i, k]``; ``PIXELS_16x4_S8S8`` the weights' ``B[k]`` against
+    16 pixels ``A[i, k]``."""
+    a_shape, b_shape = ((lanes, 4), (4,)) if pixels else ((4,), (lanes, 4))
+    a_all, b_all = (tuple(slice(0, d) for d in shape) for shape in (a_shape, b_shape))
+
+    def a_at(i, k):
+        return (i, k) if pixels else (k,)
+
+    def b_at(i, k):
+        return (k,) if pixels else (i, k)
+
+    @T.prim_func(s_tir=True)
+    def desc(A: T.Buffer(a_shape, "int8", offset_factor=1), B: T.Buffer(b_shape, "int8", offset_factor=1),
+             C: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[a_all], B[b_all])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[a_at(vi, vk)], "int32") * T.cast(B[b_at(vi, vk)], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer(a_shape, "int8", offset_factor=1), B: T.Buffer(b_shape, "int8", offset_factor=1),
+             C: T.Buffer((lanes,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[a_all], B[b_all])
+            T.writes(C[0:lanes])
+            C[T.ramp(T.int32(0), 1, lanes)] = _flipped_vpdpbusd(
+                C.vload([0], dtype=f"int32x{lanes}"), (B if pixels else A).vload([0], "int8x4"),
+                (A if pixels else B).vload([0, 0], dtype=f"int8x{lanes * 4}"), lanes)
+
+    TensorIntrin.register(name, desc, impl, override=True)
 
 
-TensorIntrin.register(DOT_16x4_S8S8, _dot_16x4_desc, _dot_16x4_vnni, override=True)
-
-
-@T.prim_func(s_tir=True)
-def _pixels_16x4_desc(
-    A: T.Buffer((16, 4), "int8", offset_factor=1),
-    B: T.Buffer((4,), "int8", offset_factor=1),
-    C: T.Buffer((16,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:16, 0:4], B[0:4])
-        T.writes(C[0:16])
-        for i in T.serial(0, 16):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vi, vk], "int32") * T.cast(B[vk], "int32")
-
-
-@T.prim_func(s_tir=True)
-def _pixels_16x4_vnni(
-    A: T.Buffer((16, 4), "int8", offset_factor=1),
-    B: T.Buffer((4,), "int8", offset_factor=1),
-    C: T.Buffer((16,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:16], A[0:16, 0:4], B[0:4])
-        T.writes(C[0:16])
-        # (w + 128) * a - 128 * a, in one expression as DOT_16x4_S8S8
-        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), C.vload([0], dtype="int32x16"),
-            T.reinterpret(T.broadcast(T.bitwise_xor(T.reinterpret(B.vload([0], "int8x4"), dtype="int32"),
-                                                    T.int32(-2139062144)), 16), dtype="int8x64"),
-            A.vload([0, 0], dtype="int8x64"), dtype="int32x16") - T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), T.broadcast(T.int32(0), 16),
-            T.broadcast(T.int8(-128), 64), A.vload([0, 0], dtype="int8x64"), dtype="int32x16")
-
-
-TensorIntrin.register(PIXELS_16x4_S8S8, _pixels_16x4_desc, _pixels_16x4_vnni, override=True)
+_register_vnni_dot(DOT_16x4_S8S8, pixels=False)
+_register_vnni_dot(PIXELS_16x4_S8S8, pixels=True)
+_register_vnni_dot(DOT_8x4_S8S8, pixels=False, lanes=8)
 
 
 def has_vnni(target) -> bool:
@@ -280,26 +261,30 @@ def pixel_vector_tile(out_channels: int, pixels: int) -> tuple[int, int] | None:
                  if out_channels % f == 0 and pixels // VNNI_LANES % p == 0), None)
 
 
-def _pixel_vectors(sch: Schedule, acc, store, width: int, tiles: tuple[int, int], parallel) -> None:
-    """The ``vpdpbusd`` pixel-vector micro-kernel of a 1x1 reduction ``acc[n, o, h, w]`` (loops
-    ``n, o, h, w, rc``, then a conv's unit ``ry, rx``): the output map as one pixel axis; per ``rc / 4``
-    one 64-byte vector of 16 pixels x 4 channels of the staged input (the caller lays it out
-    ``[N, C / 4, H * W, 4]``) times each of ``tiles[0]`` output channels' 4 weights (broadcast), into
-    ``tiles[0] x tiles[1]`` accumulator vectors. The accumulators and the ``store`` (epilogue) are NCHW
-    pixel vectors. ``parallel(loop)`` takes the outer loop."""
-    channels, vectors = tiles
+def _one_pixel_axis(sch: Schedule, acc, width: int) -> None:
+    """A 1x1 reduction ``acc[n, o, h, w]`` (loops ``n, o, h, w, rc``, then a conv's unit ``ry, rx``) as
+    ``acc[n, o, p]`` over loops ``n, o, p, rc``: a vector spanning rows must be one blockizable pixel subspace,
+    and ``pad_einsum`` pads that one axis."""
     sch.transform_layout(acc, ("write", 0), lambda n_, o_, h_, w_: (n_, o_, h_ * width + w_))
-    # one pixel iterator in the block itself (a vector spanning rows must be one blockizable
-    # subspace) and one reduction iterator (a conv's unit ry, rx folded in)
     iters = len(sch.get(acc).iter_vars)
     sch.transform_block_layout(acc, IndexMap.from_func(lambda *i: (i[0], i[1], i[2] * width + i[3], sum(i[4:])),
                                                        ndim=iters))
+
+
+def _pixel_vectors(sch: Schedule, acc, store, width: int, tiles: tuple[int, int], parallel) -> None:
+    """The ``vpdpbusd`` pixel-vector micro-kernel of a 1x1 reduction ``acc[n, o, p]`` (``_one_pixel_axis``):
+    per ``rc / 4`` one 64-byte vector of 16 pixels x 4 channels of the staged input (the caller lays it out
+    ``[N, C / 4, P, 4]``) times each of ``tiles[0]`` output channels' 4 weights (broadcast), into
+    ``tiles[0] x tiles[1]`` accumulator vectors. The accumulators and the ``store`` (epilogue, NCHW) are
+    pixel vectors. ``parallel(loop)`` takes the outer loop."""
+    channels, vectors = tiles
     n, o, p, rc = sch.get_loops(acc)
     fo, fi = sch.split(o, [None, channels])
     po, pv, pi = sch.split(p, [None, vectors, VNNI_LANES])
     rco, rc4 = sch.split(rc, [None, 4])
     sch.reorder(n, fo, po, rco, fi, pv, pi, rc4)
-    sch.transform_block_layout(store, lambda n_, o_, h_, w_: (n_, o_, h_ * width + w_))
+    if len(sch.get(store).iter_vars) == 4:
+        sch.transform_block_layout(store, lambda n_, o_, h_, w_: (n_, o_, h_ * width + w_))
     sch.reverse_compute_at(store, po)
     parallel(sch.fuse(n, fo, po))
     init = sch.decompose_reduction(acc, rco)
@@ -313,13 +298,19 @@ def _pixel_vectors(sch: Schedule, acc, store, width: int, tiles: tuple[int, int]
 
 def vnni_pixel_conv2d(sch: Schedule, conv, epilogue, pad) -> bool:
     """int8 1x1 stride-1 conv2d on ``vpdpbusd`` pixel vectors (``_pixel_vectors``): the input staged
-    ``[N, C / 4, H * W, 4]`` once per call, the weights packed ``[O / F, C / 4, F, 4]`` at compile
-    time. False (nothing changed) when the conv is not that or the map is not whole 16-pixel vectors."""
+    ``[N, C / 4, P, 4]`` once per call, the weights packed ``[O / F, C / 4, F, 4]`` at compile time. A map that
+    is not whole 16-pixel vectors (SqueezeNet's 55x55, 27x27, 13x13) is computed padded to whole vectors
+    (``pad_einsum``; ``int8_shift_staging.unguard_padded_pixels``: the pixels past the map feed only accumulators
+    that are never stored), measured 2-9x on SqueezeNet's 1x1 convs, whose rows were 1-5 pixel channel-vector tiles.
+    False (nothing changed) when the conv is not that, or would be padded and its map is under one vector (mostly
+    padding) or its epilogue reads a residual map."""
     block = conv.block
     _, out_ch, height, width, channels, kh, kw = extents(sch, sch.get_loops(block))
     in_shape = [int(d) for d in conv.data.shape[2:]]
-    tiles = pixel_vector_tile(out_ch, height * width)
-    if (kh, kw) != (1, 1) or in_shape != [height, width] or channels % 4 or tiles is None:
+    pixels = -(-height * width // VNNI_LANES) * VNNI_LANES
+    tiles = pixel_vector_tile(out_ch, pixels)
+    if (kh, kw) != (1, 1) or in_shape != [height, width] or channels % 4 or tiles is None \
+            or (pixels != height * width and (height * width < VNNI_LANES or _reads_another_map(sch, epilogue, block))):
         return False
     if epilogue is None:
         store = sch.cache_write(block, 0, "global")
@@ -327,8 +318,19 @@ def vnni_pixel_conv2d(sch: Schedule, conv, epilogue, pad) -> bool:
         sch.set_scope(block, 0, "global")
         store = epilogue
     data = pad if pad is not None else sch.cache_read(block, cpu_common.read_index(sch, block, conv.data), "global")
-    sch.transform_layout(data, ("write", 0), lambda n, c, h, w: (n, c // 4, h * width + w, c % 4))
-    _stage_channel_planes(sch, data, width)
+    flat = IndexMap.from_func(lambda n, c, h, w: (n, c, h * width + w))
+    sch.transform_layout(data, ("write", 0), flat)
+    sch.transform_block_layout(data, flat)
+    _one_pixel_axis(sch, block, width)
+    if pixels != height * width:
+        sch.pad_einsum(block, [1, 1, VNNI_LANES, 1])
+        sch.compute_inline(data)
+        (data,) = sch.get_producers(block)
+        int8_shift_staging.unguard_padded_pixels(sch, data)
+        sch.compute_inline(sch.get_consumers(block)[0])  # the store reads the padded accumulators
+        store = _pad_store(sch, store, width, conv)
+    sch.transform_layout(data, ("write", 0), lambda n, c, p: (n, c // 4, p, c % 4))
+    _stage_channel_planes(sch, data)
     f = tiles[0]
     cpu_common.packed_weight_read(sch, block, cpu_common.read_index(sch, block, conv.weight),
                                   lambda o, c, r, s: (o // f, c // 4, r, s, o % f, c % 4))
@@ -336,14 +338,40 @@ def vnni_pixel_conv2d(sch: Schedule, conv, epilogue, pad) -> bool:
     return True
 
 
-def _stage_channel_planes(sch: Schedule, stage, width: int) -> int:
-    """A stage written ``[N, C / 4, H * W, 4]``: in parallel over groups of 4 channels; per 16 pixels
-    (fewer where they do not divide the map), 4 contiguous channel vectors that LLVM interleaves into one store.
-    Returns the pixels per vector."""
-    n, c, h, w = sch.get_loops(stage)
+def _reads_another_map(sch: Schedule, epilogue, acc) -> bool:
+    """Whether the ``epilogue`` reads a map besides the accumulators (a residual): ``_pad_store`` has no padded
+    copy of it (MobileNetV2's 14x14 and 7x7 projections with a residual keep channel vectors)."""
+    accumulators = sch.get(acc).writes[0].source
+    return epilogue is not None and any(
+        not r.source.same_as(accumulators) and len(r.region) == 4 and not isinstance(r.region[3].min, tvm.tirx.IntImm)
+        for r in sch.get(epilogue).reads)
+
+
+def _pad_store(sch: Schedule, store, width: int, conv):
+    """The ``store`` (epilogue) of padded accumulators ``[N, O, P']`` computed over all ``P'`` pixels into a padded
+    int8 ``[N, O, P']``, so every tile's epilogue is whole vectors (a predicated last tile made TVM scalarize
+    every tile); the map is then copied out of it per channel plane (contiguous both sides). Returns the new store."""
+    copy = sch.cache_write(store, 0, "global")
+    flat = IndexMap.from_func(lambda n, o, h, w: (n, o, h * width + w))
+    sch.transform_layout(store, ("write", 0), flat)
+    sch.transform_block_layout(store, flat)
+    sch.pad_einsum(store, [1, 1, VNNI_LANES])
+    sch.compute_inline(sch.get_producers(store)[0])  # a copy of the (already padded) accumulators
+    sch.compute_inline(sch.get_consumers(store)[0])
+    sch.transform_block_layout(copy, flat)
+    n, o, _ = sch.get_loops(copy)
+    cpu_conv2d_block.parallel_conv(sch, conv, sch.fuse(n, o))
+    return store
+
+
+def _stage_channel_planes(sch: Schedule, stage) -> int:
+    """A stage written ``[N, C / 4, P, 4]`` (loops ``n, c`` and the pixels: ``h, w`` or one ``p``): in parallel
+    over groups of 4 channels; per 16 pixels (fewer where they do not divide the map), 4 contiguous channel vectors
+    that LLVM interleaves into one store. Returns the pixels per vector."""
+    n, c, *pixels = sch.get_loops(stage)
     co, ci = sch.split(c, [None, 4])
     sch.parallel(sch.fuse(n, co))
-    p = sch.fuse(h, w)
+    p = sch.fuse(*pixels) if len(pixels) > 1 else pixels[0]
     lanes = divisor(extents(sch, [p])[0], (VNNI_LANES, 8, 4, 2))
     po, pi = sch.split(p, [None, lanes])
     sch.reorder(po, ci, pi)
@@ -361,7 +389,7 @@ def _stage_shifted_planes(sch: Schedule, stage, width: int) -> None:
     sch.transform_layout(stage, ("write", 0), lambda n, h, w, c: (n, c // 4, h * width + w, c % 4))
     n, h, w, c = sch.get_loops(stage)
     sch.reorder(c, h, w)
-    if _stage_channel_planes(sch, stage, width) > 1:
+    if _stage_channel_planes(sch, stage) > 1:
         int8_shift_staging.unguard_bilinear_taps(sch, stage)
 
 
@@ -386,5 +414,6 @@ def vnni_pixel_shift_conv2d(sch: Schedule, blocks: dict) -> bool:
     _stage_shifted_planes(sch, stage, width)
     f = tiles[0]
     cpu_common.pack_weights_at_compile_time(sch, blocks, lambda o, c, kh, kw: (o // f, c // 4, kh, kw, o % f, c % 4))
+    _one_pixel_axis(sch, acc, width)
     _pixel_vectors(sch, acc, store, width, tiles, sch.parallel)
     return True

@@ -1,4 +1,5 @@
-"""The int8 active shift's staging without per-lane bounds tests (``unguard_bilinear_taps``).
+"""int8 staging without per-lane bounds tests: the active shift's taps (``unguard_bilinear_taps``), and the zero
+tail of a map padded to whole pixel vectors (``unguard_padded_pixels``).
 
 Each of the four bilinear taps is ``if_then_else(inside, x[n, c, y, x], zero_point)`` with ``y = h * s - p + iy + dy``
 (``iy`` the integer part of the channel's offset, from the offsets table: its range is unknown). TVM's
@@ -99,6 +100,32 @@ def unguard_bilinear_taps(sch: Schedule, stage) -> bool:
         return tirx.BufferStore(store.buffer, tvm_ffi.structural_map(store.value, (tvm.ir.Call, tap)), store.indices)
 
     body = tirx.IfThenElse(tirx.all(v_c >= edge, v_c < channels - edge), rewritten(False), rewritten(True))
+    new = SBlock(block.iter_vars, block.reads, block.writes, block.name_hint, body, block.init,
+                 block.alloc_buffers, block.match_buffers, block.annotations)
+    sch.state.replace(sch.get_sref(stage), new, {block: new})
+    return True
+
+
+def unguard_padded_pixels(sch: Schedule, stage) -> bool:
+    """A stage ``[n, c, p] = if_then_else(p < P, x[n, c, p // W, p % W], 0)`` (``pad_einsum``'s input of a map of
+    ``P >= 16`` pixels padded to whole 16-pixel vectors) reading ``x`` unguarded: the padded pixels only feed
+    accumulators that are never stored; a channel's are the next plane's first (at most 15 < ``P``) pixels, inside
+    ``x``, but for the tensor's last group of 4 channels, which read their last pixel instead. (A per-lane test made
+    TVM scalarize the stage.) False (nothing changed) when the stage is not that."""
+    block = sch.get(stage)
+    store = block.body
+    taps = cpu.guarded_loads(store.value) if isinstance(store, tirx.BufferStore) else []
+    if len(taps) != 1 or not taps[0].same_as(store.value) or len(block.iter_vars) != 3:
+        return False
+    load = taps[0].args[1]
+    channels, height, width = (int(d) for d in load.source.shape[1:])
+    v_c, v_p = block.iter_vars[1].var, block.iter_vars[2].var
+    last = tirx.min(v_p, tirx.IntImm(v_p.ty, height * width - 1))
+    clamped = tirx.BufferLoad(load.source, [load.indices[0], load.indices[1], last // width, last % width])
+    # per group of 4 channels (what a 4-byte dot product reads): one loop-invariant test that LLVM unswitches, so
+    # the 4 channel vectors still interleave into one store
+    body = tirx.IfThenElse(v_c // 4 < (channels - 1) // 4, tirx.BufferStore(store.buffer, load, store.indices),
+                           tirx.BufferStore(store.buffer, clamped, store.indices))
     new = SBlock(block.iter_vars, block.reads, block.writes, block.name_hint, body, block.init,
                  block.alloc_buffers, block.match_buffers, block.annotations)
     sch.state.replace(sch.get_sref(stage), new, {block: new})

@@ -106,9 +106,11 @@ def test_int8_conv2d_on_vpdpbusd():
 
 
 @pytest.mark.skipif(not has_vnni(targets.get_target("host")), reason="this host has no AVX-512 VNNI")
-@pytest.mark.parametrize("kernel, stride, size", [(3, 1, (10, 14)), (3, 2, (10, 14)), (1, 1, (10, 14)), (1, 1, (6, 8))])
+@pytest.mark.parametrize("kernel, stride, size", [(3, 1, (10, 14)), (3, 2, (10, 14)), (1, 1, (10, 14)), (1, 1, (6, 8)),
+                                                  (1, 1, (13, 13)), (1, 1, (5, 7))])
 def test_int8_conv2d_vnni_bit_exact_on_host(kernel, stride, size):
-    """Channel-vector kernel, and (1x1 on whole 16-pixel vectors: 6x8) the pixel-vector one."""
+    """Channel-vector kernel, and the 1x1 pixel-vector one: on whole 16-pixel vectors (6x8), and padded to them
+    (10x14: 140 pixels, 13x13, 5x7: less than 3 vectors) with the int32 accumulators as the output."""
     rng = np.random.default_rng(2)
     x = rng.integers(-128, 128, (1, 16, *size)).astype("int8")
     w = rng.integers(-128, 128, (32, 16, kernel, kernel)).astype("int8")
@@ -175,4 +177,114 @@ def test_requantized_stem_and_depthwise_bit_exact_on_host(channels, out_channels
     x, w, bias, scale, expected = requantized_conv_case(channels, out_channels, size, stride, groups)
     vm = relax.VirtualMachine(pipeline.build(requantized_conv_module(x.shape, w, bias, scale, stride, groups), "host"),
                               tvm.cpu())
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
+
+
+def requantized_1x1_case(channels, out_channels, size, seed=6):
+    """A requantized 1x1 conv (full-range input and weights, outputs across the whole int8 range) and its reference."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, (1, channels, *size)).astype("int8")
+    w = rng.integers(-128, 128, (out_channels, channels, 1, 1)).astype("int8")
+    bias = rng.integers(-4000, 4000, out_channels).astype("int32")
+    scale = (2.0 ** -(7 + np.arange(out_channels) % 5)).astype("float32")
+    acc = ref.conv2d_acc(x, w).astype(np.int64) + bias[None, :, None, None]
+    return requantized_conv_module(x.shape, w, bias, scale), x, ref.requantize(acc.astype(np.int32),
+                                                                                 scale[None, :, None, None])
+
+
+def test_1x1_conv_on_a_map_of_partial_pixel_vectors_takes_padded_pixel_vectors():
+    """SqueezeNet's 13x13 maps (169 pixels) and 1000-class conv (no 16-channel tile): the pixel-vector kernel on the
+    map padded to 176 pixels, its input staged and its epilogue stored as whole vectors (a predicated tail made TVM
+    scalarize them), the map copied out per channel plane."""
+    mod, _, _ = requantized_1x1_case(64, 40, (13, 13))
+    lowered, found = kernels(mod, ZEN4)
+    (_, kernel), = found.items()
+    assert [5, 16, 1, 1, 8, 4] in constant_shapes(lowered)  # 8 output channels x 4 input channels per step
+    script = kernel.script()
+    assert "T.int64(176)" in script and "if_then_else" not in script
+    (llvm,) = [m for m in pipeline.build(mod, ZEN4).mod.imports if m.kind == "llvm"]
+    ir = llvm.inspect_source("ll")
+    assert "store <64 x i8>" in ir  # 16 pixels x 4 channels staged per store
+    assert "store <16 x i8>" in ir  # the epilogue: 16 output pixels of a channel per store
+    # per 4 input channels: 8 output channels x 1 pixel vector + the activation-sum correction
+    assert llvm.inspect_source("asm").count("vpdpbusd") >= 9
+
+
+@pytest.mark.skipif(not has_vnni(targets.get_target("host")), reason="this host has no AVX-512 VNNI")
+@pytest.mark.parametrize("channels, out_channels, size", [(64, 40, (13, 13)), (16, 64, (9, 11)), (32, 24, (4, 5)),
+                                                          (128, 16, (27, 27)), (8, 16, (3, 3))])  # 9 pixels: not padded
+def test_requantized_1x1_conv_on_padded_pixel_vectors_bit_exact_on_host(channels, out_channels, size):
+    """The padded pixels read past each channel's plane (the next one's first pixels, or the last channels' clamped
+    last pixel) and must never reach the output; the copy-out must drop exactly the padding."""
+    mod, x, expected = requantized_1x1_case(channels, out_channels, size)
+    vm = relax.VirtualMachine(pipeline.build(mod, "host"), tvm.cpu())
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
+
+
+def requantized_dense_case(depth, features, seed=7):
+    """``tvm_ecnn.quantize``'s int8 dense (``x [1, K] @ w [K, J]``, int32 bias, requantize) on full-range operands,
+    the outputs across the whole int8 range, and the numpy reference."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, (1, depth)).astype("int8")
+    w = rng.integers(-128, 128, (depth, features)).astype("int8")
+    bias = rng.integers(-40000, 40000, features).astype("int32")
+    scale = (2.0 ** -(9 + np.arange(features) % 5)).astype("float32")
+
+    def body(v):
+        acc = relax.op.add(relax.op.matmul(v, relax.const(w), out_dtype="int32"), relax.const(bias))
+        scaled = relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(scale))
+        return relax.op.astype(relax.op.clip(relax.op.round(scaled), -128, 127), "int8")
+    acc = (x.astype(np.int64) @ w.astype(np.int64) + bias).astype(np.int32)
+    return build_module(body, [(x.shape, "int8")]), x, ref.requantize(acc, scale[None])
+
+
+def test_int8_dense_on_vpdpbusd_ymm_with_the_weight_packed_at_compile_time():
+    """The 1000-class dense (not whole zmm: 8-feature ymm vectors), 5 vectors per task and 4 input bytes per step."""
+    mod, _, _ = requantized_dense_case(64, 1000)
+    lowered, _ = kernels(mod, ZEN4)
+    assert [25, 16, 40, 4] in constant_shapes(lowered) and [64, 1000] not in constant_shapes(lowered)
+    asm = assembly(pipeline.build(mod, ZEN4))
+    assert asm.count("vpdpbusd") >= 6 and "vpmulld" not in asm  # 5 feature vectors + the weight-sum correction
+    assert "vpdpbusd" not in assembly(pipeline.build(mod, SKYLAKE))
+
+
+@pytest.mark.skipif(not has_vnni(targets.get_target("host")), reason="this host has no AVX-512 VNNI")
+@pytest.mark.parametrize("depth, features", [(1280, 1000), (20, 24), (64, 8)])
+def test_int8_dense_vnni_bit_exact_on_host(depth, features):
+    mod, x, expected = requantized_dense_case(depth, features)
+    vm = relax.VirtualMachine(pipeline.build(mod, "host"), tvm.cpu())
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
+
+
+def residual_1x1_case(size, channels=96, out_channels=32, seed=8):
+    """A 1x1 conv whose requantize epilogue adds an int8 residual map (MobileNetV2's projections), the scale a power
+    of two (exact in float32 whether or not LLVM fuses the multiply-add), and its reference."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, (1, channels, *size)).astype("int8")
+    r = rng.integers(-128, 128, (1, out_channels, *size)).astype("int8")
+    w = rng.integers(-128, 128, (out_channels, channels, 1, 1)).astype("int8")
+
+    def body(v):
+        acc = relax.op.nn.conv2d(v, relax.const(w), out_dtype="int32")
+        total = relax.op.add(relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(np.float32(2.0 ** -9))),
+                             relax.op.astype(relax.const(r), "float32"))
+        return relax.op.astype(relax.op.clip(relax.op.round(total), -128, 127), "int8")
+    total = ref.conv2d_acc(x, w).astype(np.float32) * np.float32(2.0 ** -9) + r.astype(np.float32)
+    return build_module(body, [(x.shape, "int8")]), x, np.clip(np.rint(total), -128, 127).astype("int8")
+
+
+@pytest.mark.parametrize("size", [(14, 14), (7, 7)])
+def test_1x1_conv_with_a_residual_on_partial_pixel_vectors_keeps_channel_vectors(size):
+    """The padded pixel-vector kernel has no padded copy of a residual map: channel vectors, not a failed schedule
+    (which left the conv to the generic loop nest)."""
+    mod, _, _ = residual_1x1_case(size)
+    (_, kernel), = kernels(mod, ZEN4)[1].items()
+    assert "vpdpbusd" in kernel.script() and "T.parallel" in kernel.script()
+
+
+@pytest.mark.skipif(not has_vnni(targets.get_target("host")), reason="this host has no AVX-512 VNNI")
+@pytest.mark.parametrize("size", [(14, 14), (4, 4)])
+def test_1x1_conv_with_a_residual_bit_exact_on_host(size):
+    mod, x, expected = residual_1x1_case(size)
+    vm = relax.VirtualMachine(pipeline.build(mod, "host"), tvm.cpu())
     np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
