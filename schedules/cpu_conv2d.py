@@ -23,6 +23,7 @@ from tvm.s_tir import Schedule
 
 from . import arm_conv2d, cpu_int8
 from .cpu_common import accumulator_budget, inline_all, root_blocks, vector_lanes
+from .cpu_conv2d_1x1 import conv1x1_gemm
 from .cpu_conv2d_block import Conv2d, accumulate_locally, epilogue_block, pack_weights, pad_block, parallel_conv
 from .cpu_depthwise import channel_vectors, channel_vectors_fit, per_channel
 from .cpu_stem import accumulate_in_fp32, deinterleave_columns, im2col_padded_rows
@@ -87,6 +88,10 @@ def schedule_conv2d(sch: Schedule, conv: Conv2d, target) -> None:
     if cpu_int8.vnni_conv2d(sch, conv, epilogue, pad, target) or arm_conv2d.int8_conv2d(sch, conv, epilogue, pad,
                                                                                           target):
         pass  # int8 on AVX-512 VNNI / Arm sdot: stages its own input and weights
+    elif conv1x1_gemm(
+            sch, conv, epilogue, pad, lanes, budget, vector == lanes,
+            tile % lanes == 0 and not pixel_vectors_win(vector, tile, lanes) and width % pixels == 0):
+        pass  # a 1x1 stride-1 conv as a register-tiled GEMM (cpu_conv2d_1x1.py)
     elif (conv.out_per_group >= 4 and (row := pixel_vector_width(width, lanes)) > 1
           and deinterleave_columns(sch, conv, pad)):
         stage_padding(sch, pad)  # a stride-2 stem read as stride-1 rows (cpu_stem.py)
