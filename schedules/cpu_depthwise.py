@@ -2,9 +2,11 @@
 int8 on narrow maps channel vectors (``lanes`` channels per task, NHWC tiles in the kernel)."""
 from __future__ import annotations
 
+import tvm
+from tvm import tirx
 from tvm.s_tir import Schedule
 
-from .cpu_common import has_guard
+from .cpu_common import has_guard, loads
 from .cpu_conv2d_block import Conv2d, accumulate_locally, pack_weights, parallel_conv
 from .cpu_loop_nest import stage_padding
 
@@ -15,9 +17,13 @@ def per_channel(sch: Schedule, conv: Conv2d, epilogue, pad, vector: int) -> None
     Stride-1 rows (``vector`` > 1, a divisor of the row: no tail) are ``vector``-pixel accumulator
     vectors over the unrolled taps, each tap one contiguous load, then the epilogue on the same
     vector (measured 1.2-5x over LLVM's vectorizer on MobileNetV2's 112x112 ... 7x7 maps). Strided
-    rows stay with LLVM's loop vectorizer: TVM's ``vectorize`` scalarizes their loads (2-4x slower),
-    and a padding copy deinterleaving even/odd columns cost more than it saved on maps under 56x56."""
+    rows stay with LLVM's loop vectorizer (TVM's ``vectorize`` scalarizes their loads, 2-4x slower) unless
+    they are float32 stride-2 rows of up to ``DEINTERLEAVE_MAX_WIDTH`` outputs: those read a padding copy
+    storing even and odd columns apart as stride-1 rows (``_deinterleave_fits``)."""
     n, f, y, x, *taps = sch.get_loops(conv.block)
+    if vector == 1 and _deinterleave_fits(sch, conv, pad, width := int(sch.get(x).extent)):
+        sch.transform_layout(pad, ("write", 0), lambda n_, c_, h_, w_: (n_, c_, h_, w_ % 2, w_ // 2))
+        vector = width
     chan = sch.fuse(n, f)
     if pad is not None and not has_guard(sch, pad):
         sch.compute_inline(pad)
@@ -43,6 +49,26 @@ def per_channel(sch: Schedule, conv: Conv2d, epilogue, pad, vector: int) -> None
     sch.vectorize(sch.get_loops(epilogue)[-1])
     parallel_conv(sch, conv, chan)
     sch.decompose_reduction(conv.block, taps[0])
+
+
+DEINTERLEAVE_MAX_WIDTH = 16
+"""Float32 stride-2 output rows up to this wide read their channel's padded input stored even/odd columns
+apart, so a row is one contiguous load per tap: measured 0.4x (14x14) and 0.85x (7x7) the time of LLVM's
+strided rows on MobileNetV2 (Zen 5); 28- and 56-pixel rows were 1.3-2.6x slower (the scattering copy)."""
+
+
+def _deinterleave_fits(sch: Schedule, conv: Conv2d, pad, width: int) -> bool:
+    """A float32 depthwise conv of stride 2 along the row with a padding stage of even rows (whole column
+    pairs) and 4-16 pixel output rows."""
+    if pad is None or not has_guard(sch, pad) or conv.out_per_group != 1 or not 4 <= width <= DEINTERLEAVE_MAX_WIDTH:
+        return False
+    if int(sch.get(pad).writes[0].source.shape[3]) % 2:
+        return False
+    b = sch.get(conv.block)
+    data = [load for load in loads(b.body.value) if load.source.same_as(conv.data)]
+    linear = tvm.sym.detect_linear_equation(data[0].indices[3], [b.iter_vars[3].var]) if len(data) == 1 else []
+    return (str(b.body.buffer.dtype) == "float32" and len(linear) == 2 and isinstance(linear[0], tirx.IntImm)
+            and int(linear[0]) == 2)
 
 
 CHANNEL_VECTOR_MAX_WIDTH = 16

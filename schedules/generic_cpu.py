@@ -8,9 +8,10 @@ fit our kernels (``GEMV`` only takes inner reductions, ``x @ W`` here reduces th
 
 * ``cpu_conv2d.py``: register-blocked conv2d micro-kernels with weights packed at compile time
   (``cpu_conv2d_block.py`` matches the conv block, ``cpu_depthwise.py`` takes narrow groups);
+* ``cpu_dense.py``: batch-1 ``x @ W``, weights packed at compile time into one contiguous stream (int8 on
+  AVX-512 VNNI: ``cpu_int8_dense.py``);
 * ``cpu_pool.py``: a max pool, rows accumulated locally;
 * ``cpu_injective.py``: a function that inlines into one elementwise block (batch norm + ReLU, concat);
-* ``cpu_int8_dense.py``: an int8 dense on AVX-512 VNNI;
 * ``cpu_loop_nest.py``: everything else (elementwise, pools, reductions, dense, padding).
 
 Every step is a schedule primitive, so whatever fails leaves a correct function.
@@ -21,6 +22,7 @@ from tvm.s_tir import Schedule
 
 from .cpu_conv2d import schedule_conv2d
 from .cpu_conv2d_block import find_conv2d
+from .cpu_dense import schedule_dense
 from .cpu_injective import schedule_injective
 from .cpu_int8_dense import vnni_dense
 from .cpu_pool import schedule_max_pool
@@ -41,5 +43,6 @@ def schedule_any_function(sch: Schedule, target) -> bool:
     return True
 
 
-RULES = (schedule_conv2d_function, vnni_dense, schedule_max_pool, schedule_injective, schedule_any_function)
+RULES = (schedule_conv2d_function, vnni_dense, schedule_dense, schedule_max_pool, schedule_injective,
+         schedule_any_function)
 """Tried in order on a fresh schedule each; the first that applies without error wins."""

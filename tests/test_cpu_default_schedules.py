@@ -126,6 +126,29 @@ def test_depthwise_is_parallel_per_channel():
     assert "T.vectorized(T.int64(14))" in conv  # rows of 28 as two pixel vectors
 
 
+@pytest.mark.parametrize("channels, size", [(37, 28), (16, 30), (24, 14)])
+def test_strided_depthwise_on_narrow_maps_reads_even_and_odd_columns_apart(channels, size):
+    """Float32 stride-2 depthwise with output rows of 4-16 pixels (``_deinterleave_fits``): each channel's padded
+    input stored ``[h, w % 2, w // 2]``, a whole output row one accumulator vector; wider rows keep LLVM's."""
+    x, w, b = _rand(1, channels, size, size), _rand(channels, 1, 3, 3), _rand(channels)
+    mod = _conv_module(x.shape, w, b, 2, 1, channels)
+    np.testing.assert_allclose(_run(mod, x), _conv_ref(x, w, b, 2, 1, channels), rtol=1e-4, atol=1e-4)
+    (conv,) = [f.script() for name, f in _kernels(mod).items() if "conv2d" in name]
+    out, padded = (size - 1) // 2 + 1, size + 2
+    assert f"T.int64({padded}), T.int64(2), T.int64({padded // 2})" in conv
+    assert f"T.vectorized(T.int64({out}))" in conv
+
+
+@pytest.mark.parametrize("channels, size", [(8, 64), (48, 29)])
+def test_strided_depthwise_keeps_strided_rows_on_wide_maps_and_odd_padded_rows(channels, size):
+    x, w, b = _rand(1, channels, size, size), _rand(channels, 1, 3, 3), _rand(channels)
+    mod = _conv_module(x.shape, w, b, 2, 1, channels)
+    np.testing.assert_allclose(_run(mod, x), _conv_ref(x, w, b, 2, 1, channels), rtol=1e-4, atol=1e-4)
+    (conv,) = [f.script() for name, f in _kernels(mod).items() if "conv2d" in name]
+    assert f"T.int64({size + 2}), T.int64({size + 2})" in conv and "T.vectorized" not in conv
+    assert f"T.parallel(T.int64({channels}))" in conv  # still the depthwise schedule, not the loop-nest fallback
+
+
 def test_stem_reads_even_and_odd_columns_apart_as_pixel_vectors():
     mod = _conv_module((1, 3, 32, 32), _rand(16, 3, 3, 3), _rand(16), 2, 1, 1)
     (conv,) = [f.script() for name, f in _kernels(mod).items() if "conv2d" in name]
@@ -177,6 +200,17 @@ def test_scheduled_pools_match_torch(case):
     assert all(f.attrs["tirx.is_scheduled"] for f in _kernels(mod).values())
 
 
+@pytest.mark.parametrize("channels, size", [(1000, 13), (37, 7)])
+def test_global_mean_sums_rows_as_vectors(channels, size):
+    """SqueezeNet's and MobileNetV2's global pools: per channel a row-wide accumulator vector, summed across
+    once and divided in the same loop (``_global_pool``), not a chain of scalar adds per channel."""
+    x = _rand(1, channels, size, size)
+    mod = build_module(lambda v: relax.op.nn.relu(relax.op.mean(v, axis=[2, 3], keepdims=True)), [(x.shape, "float32")])
+    np.testing.assert_allclose(_run(mod, x), np.maximum(x.mean((2, 3), keepdims=True), 0), rtol=1e-5, atol=1e-6)
+    (pool,) = [f.script() for f in _kernels(mod).values()]
+    assert f"T.vectorized(T.int64({size}))" in pool and pool.count('scope="local"') == 2
+
+
 def test_pool_takes_its_padding_and_division_along_per_channel():
     mod = build_module(lambda v: relax.op.nn.avg_pool2d(v, 3, 2, padding=1), [((1, 64, 64, 64), "float32")])
     (pool,) = [f.script() for name, f in _kernels(mod).items() if "pool" in name]
@@ -204,6 +238,31 @@ def test_dense_is_vectorized_along_outputs():
     lines = dense.splitlines()
     update = next(i for i, line in enumerate(lines) if 'T.sblock("matmul_update")' in line)
     assert "T.vectorized" in lines[update - 1], "the accumulation itself is vectorized, not only its init"
+
+
+@pytest.mark.parametrize("k, n, epilogue", [(1283, 1001, "bias + relu"), (257, 128, "bias"), (96, 70, "none")])
+def test_dense_streams_weights_packed_at_compile_time(k, n, epilogue):
+    """Batch-1 ``x @ W`` (cpu_dense.py): the weight a compile-time constant ``[N / tile, K, tile]`` (zero-padded
+    when ``tile`` does not divide N), one contiguous panel per parallel task, the epilogue on its accumulators."""
+    x, w, b = _rand(1, k), _rand(k, n), _rand(n)
+    ops = {"none": lambda y: y, "bias": lambda y: relax.op.add(y, relax.const(b)),
+           "bias + relu": lambda y: relax.op.nn.relu(relax.op.add(y, relax.const(b)))}
+    refs = {"none": x @ w, "bias": x @ w + b, "bias + relu": np.maximum(x @ w + b, 0)}
+    mod = build_module(lambda v: ops[epilogue](relax.op.matmul(v, relax.const(w))), [(x.shape, "float32")])
+    np.testing.assert_allclose(_run(mod, x), refs[epilogue], rtol=1e-4, atol=1e-3)
+    (name, dense), = [(name, f) for name, f in _kernels(mod).items() if "matmul" in name]
+    tile = 4 * cpu_common.vector_lanes(targets.get_target("host"), "float32")
+    assert name.endswith("_prepacked")
+    assert [int(s) for s in dense.params[1].shape] == [-(-n // tile), k, tile]
+    assert f"T.vectorized(T.int64({tile}))" in dense.script()
+    assert ("T.parallel" in dense.script()) == (n * k >= 1 << 17)
+
+
+def test_batched_matmul_keeps_the_loop_nest_rule():
+    x, w = _rand(3, 40), _rand(40, 24)
+    mod = build_module(lambda v: relax.op.matmul(v, relax.const(w)), [(x.shape, "float32")])
+    np.testing.assert_allclose(_run(mod, x), x @ w, rtol=1e-4, atol=1e-4)
+    assert not any(name.endswith("_prepacked") for name in _kernels(mod))
 
 
 def test_scheduled_functions_are_left_alone():
