@@ -43,7 +43,7 @@ def schedule_int8_conv2d(sch: Schedule, target) -> bool:
     xo, xi = sch.split(x, [None, pixels])
     sch.reorder(n, fo, y, xo, rc, ry, rx, fi, xi)
     thread = bind_threads(sch, [n, fo, y, xo])
-    store = accumulate_locally(sch, conv, epilogue, thread)
+    store = accumulate_locally(sch, conv.block, epilogue, thread)
     packed = sch.get(pack_weights(sch, conv, tile)).writes[0].source
     local = sch.cache_read(conv.block, read_index(sch, conv.block, packed), "local")  # a tap's tile weights: a vector
     sch.compute_at(local, rx)

@@ -1,7 +1,8 @@
 """Host (x86-64 LLVM) schedules: the development target and the benchmark reference.
 
 ``shift_conv2d`` (fp32 NCHW, rows of 4 pixels or more) runs the micro-kernel the plain 1x1 conv
-(``cpu_conv2d.py``) picks for its output shape, *pixel vectors* or *channel vectors* (7x7, 14x14,
+(``cpu_conv2d.py``) picks for its output shape, the *GEMM* over the flattened plane
+(``cpu_conv2d_1x1.py``), *pixel vectors* or *channel vectors* (7x7, 14x14,
 28x28 maps: odd pixel vectors lose to full channel vectors), on the shifted input staged as
 NCHW planes: the shift's arithmetic and bounds tests leave the FMA loop, and the weight is packed
 once, at compile time (``cpu_common.pack_weights_at_compile_time``). The grouped shift under full
@@ -27,6 +28,7 @@ from .bilinear_rows import blend_rows
 from .cpu_common import accumulator_budget, pack_weights_at_compile_time, vector_lanes
 from .cpu_conv2d import (channel_tile, outer_product_pixels, pixel_vector_channels, pixel_vector_width,
                          pixel_vectors_win)
+from .cpu_conv2d_1x1 import gemm_loop_nest, gemm_plan
 from .cpu_loop_nest import schedule_block
 from .split_borders import copy_shifted_planes, split_borders
 
@@ -127,8 +129,8 @@ BLEND_STRIDED_FROM = 14
 (``blend_rows``): rows of 7 cost more per row than LLVM's elementwise (gathering) loop."""
 
 STAGE_ROWS_FROM = 48
-"""Output width from which the shifted input is staged per row (in L1) rather than once per call
-(also narrower rows but for the sparse shift: ``borders_split_cheaply``)."""
+"""Output width from which the pixel-vector kernel stages the shifted input per row (in L1) rather than once
+per call (also narrower rows but for the sparse shift: ``borders_split_cheaply``)."""
 
 
 def rows_per_vector(height: int, width: int, lanes: int) -> int:
@@ -138,14 +140,18 @@ def rows_per_vector(height: int, width: int, lanes: int) -> int:
 
 
 def staged_shift_conv2d(sch: Schedule, blocks: dict, target) -> bool:
-    """fp32 NCHW: the micro-kernel the host's plain 1x1 conv of the output's shape picks
-    (``cpu_conv2d.py``: channel vectors where full ones beat odd pixel vectors, 7x7/14x14/28x28
-    maps, and at stride 2, where pixel vectors would gather), over the shifted input staged as NCHW
-    planes (stride 2, 384->64 16x16: 0.042 -> 0.038 ms, ``shift="none"`` 0.076 -> 0.028). Wide rows
-    keep pixel vectors: staged once per call their planes leave L2 (56x56 maps: 1.3-2.3x slower),
-    the pixel-vector kernel stages them per row. Full pixel vectors on narrower rows (8x8 in pairs
-    of rows, 16x16, 32x32) read the grouped shift in place (``reads_shift_directly``; at 56x56's
-    14-pixel vectors in place is 7x slower). False (nothing changed) when the map gives neither or the kernel is not fp32 NCHW."""
+    """fp32 NCHW: the micro-kernel the host's plain 1x1 conv of the output's shape picks, over the shifted
+    input staged as NCHW planes. The GEMM over the flattened plane (``gemm_shift_conv2d``) where the plain
+    conv's would take it, also on wide rows (planes staged once, one thread, 56x56: sparse 144->24 0.223 ->
+    0.161 ms, active 32->32 0.104 -> 0.071; the row kernel staging per row 2.1-2.4x the 1x1 conv, the GEMM
+    1.5-1.6x) and at stride 2, on staged planes (112x112 active 32->32: 0.140 -> 0.093). Else channel vectors
+    (``cpu_conv2d.py``: where full ones beat odd pixel vectors, 7x7/14x14/28x28 maps, and at stride 2, where
+    pixel vectors would gather; 384->64 16x16: 0.042 -> 0.038 ms, ``shift="none"`` 0.076 -> 0.028), or pixel
+    vectors: wide rows staged per row (staged once per call, their planes leave L2: 56x56 maps 1.3-2.3x
+    slower). Full pixel vectors on narrower rows (8x8 in pairs of rows, 16x16, 32x32) read the grouped shift
+    in place (``reads_shift_directly``; at 56x56's 14-pixel vectors in place is 7x slower; at 8x8 the GEMM on
+    the staged copy is 1.3x slower). False (nothing changed) when the map gives none or the kernel is not
+    fp32 NCHW."""
     acc, epilogue = blocks["shift_conv2d"], blocks.get("shift_conv2d_epilogue")
     out = sch.get(epilogue if epilogue is not None else acc).writes[0].source
     if str(out.dtype) != "float32" or len(out.shape) != 4 or str(sch.get(acc).writes[0].source.dtype) != "float32":
@@ -157,13 +163,37 @@ def staged_shift_conv2d(sch: Schedule, blocks: dict, target) -> bool:
     pixels = outer_product_pixels(width, budget)
     tile = channel_tile(out_ch, lanes, pixels, budget)
     strided = not reads_unit_stride(sch, blocks["shift_conv2d_input"])
+    direct = vector == lanes and width < STAGE_ROWS_FROM
+    row = pixel_vector_width(width, lanes)
+    if not (direct and reads_shift_directly(sch, blocks["shift_conv2d_input"])) and gemm_shift_conv2d(
+            sch, blocks, lanes, budget, row == lanes,
+            tile % lanes == 0 and not pixel_vectors_win(row, tile, lanes) and width % pixels == 0):
+        return True
     if width < STAGE_ROWS_FROM and tile % lanes == 0 and (strided or not pixel_vectors_win(vector, tile, lanes)):
         channel_vector_shift_conv2d(sch, blocks, tile, pixels)
         return True
     if vector == 1:
         return False
-    direct = vector == lanes and width < STAGE_ROWS_FROM
     pixel_vector_shift_conv2d(sch, blocks, rows, vector, budget // math.ceil(vector / lanes), direct)
+    return True
+
+
+def gemm_shift_conv2d(sch: Schedule, blocks: dict, lanes: int, budget: int, rows_whole: bool,
+                      channels_whole: bool) -> bool:
+    """The plain 1x1 conv's GEMM (``cpu_conv2d_1x1.py``) over the shifted input staged once per call as
+    whole NCHW planes (``_stage_planes``): those are contiguous ``[C, H*W]`` whatever the shift and stride
+    (a copy padded to whole tiles where they are no whole tiles). False (nothing changed) where
+    ``gemm_plan`` gives no tile, or where the unshifted input would be read in place at stride 2."""
+    acc, stage = blocks["shift_conv2d"], blocks["shift_conv2d_input"]
+    _, out_ch, height, width, in_ch = extents(sch, sch.get_loops(acc))
+    tile = gemm_plan(out_ch, in_ch, height * width, lanes, budget, rows_whole, channels_whole)
+    if tile is None or (str(sch.get(stage).annotations.get("ecnn_shift")) == "none"
+                        and not reads_unit_stride(sch, stage)):
+        return False
+    _stage_planes(sch, stage)
+    weight = sch.get(blocks["shift_conv2d_weight"]).writes[0].source
+    gemm_loop_nest(sch, acc, blocks.get("shift_conv2d_epilogue"), weight, tile, lanes, sch.parallel)
+    pack_weights_at_compile_time(sch, blocks, lambda o, c, kh, kw: (o // tile[0], c, kh, kw, o % tile[0]))
     return True
 
 

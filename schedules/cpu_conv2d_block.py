@@ -92,12 +92,12 @@ def parallel_conv(sch: Schedule, conv: Conv2d, loop) -> None:
         sch.parallel(loop)
 
 
-def accumulate_locally(sch: Schedule, conv: Conv2d, epilogue, at) -> object:
-    """Accumulators in a local tile; the epilogue (or a plain store) runs once per tile at ``at``."""
+def accumulate_locally(sch: Schedule, block, epilogue, at) -> object:
+    """``block``'s accumulators in a local tile; the epilogue (or a plain store) runs once per tile at ``at``."""
     if epilogue is None:
-        store = sch.cache_write(conv.block, 0, "local")
+        store = sch.cache_write(block, 0, "local")
     else:
-        sch.set_scope(conv.block, 0, "local")
+        sch.set_scope(block, 0, "local")
         store = epilogue
     sch.reverse_compute_at(store, at)
     return store

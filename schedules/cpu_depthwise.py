@@ -97,7 +97,7 @@ def channel_vectors(sch: Schedule, conv: Conv2d, epilogue, pad, lanes: int, pixe
     fo, fi = sch.split(f, [None, lanes])
     xo, xi = sch.split(x, [None, pixels])
     sch.reorder(n, fo, y, xo, *taps, xi, fi)
-    store = accumulate_locally(sch, conv, epilogue, xo)
+    store = accumulate_locally(sch, conv.block, epilogue, xo)
     sch.transform_layout(conv.block, ("write", 0), lambda n_, f_, y_, x_: (n_, y_, x_, f_))
     chan = sch.fuse(n, fo)
     sch.transform_layout(pad, ("write", 0), lambda n_, c_, h_, w_: (n_, h_, w_, c_))

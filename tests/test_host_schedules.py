@@ -189,11 +189,12 @@ def test_sparse_shift_staged_as_plane_copies_matches_numpy(shape, stride):
     np.testing.assert_allclose(run_built(mod, x), want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("size, stride, tile", [(7, 1, 32), (16, 2, 64)])
-@pytest.mark.parametrize("kind", ["none", "grouped", "sparse", "active"])
+@pytest.mark.parametrize("kind, size, stride, tile", [(kind, 7, 1, 32) for kind in ("none", "grouped", "sparse",
+                                                                                    "active")] + [("none", 16, 2, 64)])
 def test_shift_conv2d_takes_channel_vectors_where_the_plain_conv_does(kind, size, stride, tile):
-    """7x7 maps: a 7-pixel vector would fill under half an AVX-512 register, and at stride 2 pixel vectors
-    would gather, so (as the plain 1x1 conv) the accumulators are [pixels, tile channels] vectors over the
+    """7x7 maps: a 7-pixel vector would fill under half an AVX-512 register, and the unshifted input read in
+    place at stride 2 would gather (a staged shift there takes the GEMM over its planes), so (as the plain 1x1 conv)
+    the accumulators are [pixels, tile channels] vectors over the
     shifted input staged once per call as NCHW planes (outside the conv's parallel loop), and the weight is
     packed [O / tile, C, 1, 1, tile] at compile time."""
     rng = np.random.default_rng(5)
@@ -218,6 +219,67 @@ def test_shift_conv2d_takes_channel_vectors_where_the_plain_conv_does(kind, size
         assert [int(d) for d in sch.get(stage).writes[0].source.shape] == [1, 24, out, out], "staged as NCHW planes"
         conv_rows = sch.get(sch.get_loops(blocks["shift_conv2d_update"])[0])
         assert not sch.get(sch.get_loops(stage)[0]).same_as(conv_rows), "staged once per call, not per row"
+
+
+# (shift, C, O, batch, map, stride): the GEMM's 12 x 2-vector tile over a padded copy of planes of 81, 63, 99
+# and 49 pixels (not whole 32-pixel tiles), batch 2, staged stride-2 planes (8x8: whole tiles), and the grouped
+# shift on 9x9 (no whole pixel vectors: staged, not read in place)
+GEMM_CASES = [("grouped", 64, 36, 1, (9, 9), 1), ("sparse", 48, 24, 2, (13, 17), 2),
+              ("active", 50, 36, 1, (9, 11), 1), ("sparse", 64, 24, 1, (7, 7), 1), ("grouped", 24, 48, 1, (16, 16), 2)]
+
+
+@pytest.mark.parametrize("kind, channels, out_channels, batch, size, stride", GEMM_CASES)
+def test_shift_conv2d_as_the_1x1_gemm_matches_numpy(kind, channels, out_channels, batch, size, stride):
+    """Where the plain 1x1 conv is a GEMM (``cpu_conv2d_1x1.py``) the shift conv runs the same one over its
+    staged planes: bias, residual add and ReLU fused into the epilogue, which stores only the real pixels."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((batch, channels, *size)).astype("float32")
+    w = rng.standard_normal((out_channels, channels, 1, 1)).astype("float32")
+    b = rng.standard_normal(out_channels).astype("float32")
+    out_shape = (batch, out_channels, -(-size[0] // stride), -(-size[1] // stride))
+    res = rng.standard_normal(out_shape).astype("float32") * 4
+    offsets = {"sparse": rng.integers(-3, 4, (channels, 2)).astype("int32"),
+               "active": rng.uniform(-2, 2, (channels, 2)).astype("float32")}.get(kind)
+    off = None if offsets is None else relax.const(offsets)
+    mod = build_module(lambda v, r: relay_ops.shift_conv2d(v, relax.const(w), kind, offsets=off, stride=stride,
+                                                           bias=relax.const(b), residual=r, activation="relu"),
+                       [(x.shape, "float32"), (out_shape, "float32")])
+    sch = tvm.s_tir.Schedule(_shift_conv_kernel(mod, tvm.target.Target("host")))
+    (update,) = [b for b in _all_blocks(sch) if sch.get(b).name_hint == "shift_conv2d_update"]
+    pixels = out_shape[2] * out_shape[3]
+    assert [int(d) for d in sch.get(update).writes[0].source.shape] == [batch, out_channels, -(-pixels // 32) * 32], \
+        "accumulators over the flattened plane, padded to whole tiles"
+    want = np.maximum(_reference(kind, x, w, offsets, stride, b, "none") + res, 0)
+    np.testing.assert_allclose(run_built(mod, x, res), want, rtol=1e-4, atol=1e-4)
+
+
+def test_shift_conv2d_gemm_reads_planes_staged_once_padded_to_whole_tiles():
+    """The sparse shift on 9x9 (81 pixels): staged once per call as NCHW planes, copied padded to whole tiles of
+    12 channels x 2 vectors of 16 pixels (96), the weight packed [O / 12, C, 1, 1, 12] at compile time."""
+    rng = np.random.default_rng(9)
+    w = relax.const(rng.standard_normal((36, 64, 1, 1)).astype("float32"))
+    off = relax.const(rng.integers(-2, 3, (64, 2)).astype("int32"))
+    mod = build_module(lambda v: relay_ops.shift_conv2d(v, w, "sparse", offsets=off), [((1, 64, 9, 9), "float32")])
+    lowered = relax_pipeline(tvm.target.Target({"kind": "llvm", "mcpu": "znver5"}))(mod)
+    fused = _shift_conv_kernel(mod, tvm.target.Target({"kind": "llvm", "mcpu": "znver5"}))
+    sch = tvm.s_tir.Schedule(fused)
+    blocks = {sch.get(b).name_hint: b for b in _all_blocks(sch)}
+    stage, update = blocks["shift_conv2d_input"], blocks["shift_conv2d_update"]
+    planes = sch.get(stage).writes[0].source
+    assert [int(d) for d in planes.shape] == [1, 64, 9, 9], "staged as NCHW planes"
+    padded = [sch.get(b) for b in sch.get_producers(update) if sch.get(b).writes[0].source.shape[-1] == 96]
+    assert any(r.source.same_as(planes) for b in padded for r in b.reads), "the GEMM reads a padded copy of them"
+    loops = [sch.get(loop) for loop in sch.get_loops(update)]
+    assert loops[0].kind == tvm.tirx.ForKind.PARALLEL
+    assert not sch.get(sch.get_loops(stage)[0]).same_as(loops[0]), "staged once per call, not per task"
+    assert [(int(loop.extent), loop.kind) for loop in loops[-3:]] == [
+        (12, tvm.tirx.ForKind.UNROLLED), (2, tvm.tirx.ForKind.UNROLLED), (16, tvm.tirx.ForKind.VECTORIZED)]
+    _assert_weight_packed_at_compile_time(lowered, fused, [3, 64, 1, 1, 12], [36, 64, 1, 1])
+
+
+def _shift_conv_kernel(mod, target):
+    (fused,) = [f for gv, f in relax_pipeline(target)(mod).functions.items() if "shift_conv2d" in gv.name_hint]
+    return fused
 
 
 def _assert_weight_packed_at_compile_time(lowered, kernel, packed, weight) -> None:
