@@ -3,24 +3,22 @@
 Each weight is used once per call (1280 x 1000 floats on MobileNetV2), so the kernel is bound by how fast
 the weights stream in. The loop-nest rule (``cpu_loop_nest.py``) read ``W[k, j]`` in strips of a few
 columns, a 32-byte piece of every 4-KB row per task (measured 20 GB/s of the host's 42). Here the weights
-are packed at compile time as ``[N / tile, K, tile]`` (zero-padded to whole tiles), so every task streams
+are packed at compile time as ``[N / tile, K, tile]`` (``tile`` dividing N), so every task streams
 one contiguous panel into ``tile`` register accumulators and finishes them with the epilogue (bias).
 """
 from __future__ import annotations
 
-import math
-
 from tvm import tirx
 from tvm.s_tir import Schedule
 
-from ._blocks import extents, trivially_bound
-from .cpu_common import inline_all, kinds, loads, mark_weight_prepack, packed_weight_read, read_index, root_blocks, \
-    vector_lanes
+from ._blocks import divisor, extents, trivially_bound
+from .cpu_common import inline_all, kinds, loads, packed_weight_read, read_index, root_blocks
 from .cpu_loop_nest import schedule_block
 
-TILE_VECTORS = 4
-"""Accumulator vectors per task: a 256-byte contiguous weight run per reduction step on AVX-512 (2 and 8
-measured the same on MobileNetV2's and AS-ResNet's classifiers)."""
+DENSE_TILES = (64, 48, 40, 32, 24, 16, 8)
+"""Outputs per task, widest first; the widest dividing the outputs (a whole output of at most 64 is one tile),
+so that the packing stage stays a plain copy: MetaSchedule's ``ArgInfo.from_entry_func`` (tuning's) rejects a
+zero-padded one ("Check failed: (load)"). 1000 classes take 40 (2.5 zmm; 2, 4 and 8 zmm measured the same)."""
 
 DENSE_PARALLEL_MIN_MACS = 1 << 17
 """Multiply-adds from which both threads stream weights (half a megabyte of them)."""
@@ -35,12 +33,11 @@ def schedule_dense(sch: Schedule, target) -> bool:
     block, weight = found[0]
     sizes = extents(sch, sch.get_loops(block))
     n, k = sizes[-2:]
-    tile = TILE_VECTORS * vector_lanes(target, "float32")
-    padded = math.ceil(n / tile) * tile
-    if padded != n:
-        sch.pad_einsum(block, [*sizes[:-2], padded, k])
-    pack = _pack_weight(sch, block, weight, tile)
-    inline_all(sch, keep={sch.get(pack).name_hint})  # pad_einsum's copy out of the padded accumulators
+    tile = n if n <= DENSE_TILES[0] else divisor(n, DENSE_TILES)
+    if tile == 1:
+        return False
+    pack = packed_weight_read(sch, block, read_index(sch, block, weight), lambda k_, j_: (j_ // tile, k_, j_ % tile))
+    schedule_block(sch, pack, 0)
     consumers = sch.get_consumers(block)
     if len(consumers) > 1 or (consumers and sch.get_consumers(consumers[0])):
         return False
@@ -53,8 +50,7 @@ def schedule_dense(sch: Schedule, target) -> bool:
     else:
         store = sch.cache_write(block, 0, "local")
     sch.reverse_compute_at(store, jo)
-    if padded == n:  # else the last tile's epilogue is predicated: LLVM's vectorizer takes it
-        sch.vectorize(sch.get_loops(store)[-1])
+    sch.vectorize(sch.get_loops(store)[-1])
     sch.vectorize(ji)
     if n * k >= DENSE_PARALLEL_MIN_MACS:
         sch.parallel(sch.fuse(*outer, jo) if outer else jo)
@@ -84,18 +80,3 @@ def _as_dense(sch: Schedule, block):
     if not any(p.same_as(weight[0].source) for p in sch.mod["main"].params):
         return None  # computed in the function: nothing to pack at compile time
     return block, weight[0].source
-
-
-def _pack_weight(sch: Schedule, block, weight, tile: int):
-    """``W[K, N]`` as ``[N / tile, K, tile]``, marked to be packed at compile time. When the outputs were
-    padded to whole tiles, ``pad_einsum``'s zero-padding stage of the weight becomes the packing stage."""
-    layout = lambda k_, j_: (j_ // tile, k_, j_ % tile)  # noqa: E731
-    pads = [p for p in sch.get_producers(block) if sch.get(p).reads[0].source.same_as(weight)]
-    if pads:
-        pack = pads[0]
-        sch.transform_layout(pack, ("write", 0), layout)
-        mark_weight_prepack(sch, pack)
-    else:
-        pack = packed_weight_read(sch, block, read_index(sch, block, weight), layout)
-    schedule_block(sch, pack, 0)
-    return pack

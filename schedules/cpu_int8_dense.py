@@ -8,10 +8,8 @@ from tvm.s_tir import Schedule
 
 from . import cpu_common
 from ._blocks import divisor, extents
+from .cpu_dense import DENSE_TILES
 from .cpu_int8 import DOT_8x4_S8S8, has_vnni
-
-DENSE_TILES = (64, 48, 40, 32, 24, 16, 8)
-"""Output features per task: 8 .. 1 ymm accumulators, one 4-byte input broadcast per step for all of them."""
 
 
 def vnni_dense(sch: Schedule, target) -> bool:

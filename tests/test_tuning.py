@@ -276,6 +276,19 @@ def test_default_schedule_is_the_baseline_of_a_generic_kernel():
     assert tvm_ffi.structural_equal(baseline.candidate.sch.mod["main"].body, scheduled.body, map_free_vars=True)
 
 
+@pytest.mark.parametrize("outputs", [10, 1000])
+def test_a_classifiers_default_schedule_is_a_baseline_metaschedule_can_describe(outputs):
+    """The default dense schedule packs its weight at compile time; MetaSchedule's ``ArgInfo`` (every baseline's)
+    accepts only a plain-copy packing stage ("Check failed: (load)" on a zero-padded one, ShiftResNet-20's 10
+    classes)."""
+    weight = np.random.default_rng(0).standard_normal((64, outputs)).astype("float32")
+    mod = build_module(lambda v: relax.op.matmul(v, relax.const(weight)), [((1, 64), "float32")])
+    [func] = [f for f in tuning_passes(HOST)(mod).functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    _, baseline = tuning._space(ms.tune_context._normalize_mod(func), HOST)
+    assert "meta_schedule.layout_rewrite_preproc" in baseline.candidate.sch.mod["main"].script()  # packed
+    assert [tuple(a.shape) for a in baseline.candidate.args_info][-1] == (1, outputs)
+
+
 def test_untuned_schedule_outside_the_trace_language_is_a_baseline_not_a_sketch(module, monkeypatch):
     _, func = ecnn_function(module)
     mod = ms.tune_context._normalize_mod(func)
