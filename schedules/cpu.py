@@ -26,8 +26,8 @@ from . import cpu_int8
 from ._blocks import divisor, extents
 from .bilinear_rows import blend_rows
 from .cpu_common import accumulator_budget, pack_weights_at_compile_time, vector_lanes
-from .cpu_conv2d import (channel_tile, outer_product_pixels, pixel_vector_channels, pixel_vector_width,
-                         pixel_vectors_win)
+from .cpu_conv2d import (channel_tile, channel_vectors_whole, outer_product_pixels, pixel_vector_channels,
+                         pixel_vector_width, pixel_vectors_win)
 from .cpu_conv2d_1x1 import gemm_loop_nest, gemm_plan
 from .cpu_loop_nest import schedule_block
 from .split_borders import copy_shifted_planes, split_borders
@@ -166,8 +166,7 @@ def staged_shift_conv2d(sch: Schedule, blocks: dict, target) -> bool:
     direct = vector == lanes and width < STAGE_ROWS_FROM
     row = pixel_vector_width(width, lanes)
     if not (direct and reads_shift_directly(sch, blocks["shift_conv2d_input"])) and gemm_shift_conv2d(
-            sch, blocks, lanes, budget, row == lanes,
-            tile % lanes == 0 and not pixel_vectors_win(row, tile, lanes) and width % pixels == 0):
+            sch, blocks, lanes, budget, row == lanes, channel_vectors_whole(width, row, tile, pixels, lanes)):
         return True
     if width < STAGE_ROWS_FROM and tile % lanes == 0 and (strided or not pixel_vectors_win(vector, tile, lanes)):
         channel_vector_shift_conv2d(sch, blocks, tile, pixels)

@@ -71,6 +71,13 @@ def pixel_vectors_win(vector: int, tile: int, lanes: int) -> bool:
     return vector > 1 and (vector in (lanes, lanes // 2) or tile % lanes != 0)
 
 
+def channel_vectors_whole(width: int, row: int, tile: int, pixels: int, lanes: int) -> bool:
+    """Whether channel vectors would run whole vectors on a row of ``width`` (``row``: its pixel-vector width): full
+    channel vectors that beat its pixel vectors, their pixel tile dividing the row. The 1x1 GEMM's ``gemm_plan``
+    leaves padded planes to them (plain conv and ``shift_conv2d`` alike)."""
+    return tile % lanes == 0 and not pixel_vectors_win(row, tile, lanes) and width % pixels == 0
+
+
 def schedule_conv2d(sch: Schedule, conv: Conv2d, target) -> None:
     """Register-blocked conv2d (pixel vectors on stride-1 rows, else channel vectors), or one
     channel per task for depthwise/narrow groups."""
@@ -90,7 +97,7 @@ def schedule_conv2d(sch: Schedule, conv: Conv2d, target) -> None:
         pass  # int8 on AVX-512 VNNI / Arm sdot: stages its own input and weights
     elif conv1x1_gemm(
             sch, conv, epilogue, pad, lanes, budget, vector == lanes,
-            tile % lanes == 0 and not pixel_vectors_win(vector, tile, lanes) and width % pixels == 0):
+            channel_vectors_whole(width, vector, tile, pixels, lanes)):
         pass  # a 1x1 stride-1 conv as a register-tiled GEMM (cpu_conv2d_1x1.py)
     elif (conv.out_per_group >= 4 and (row := pixel_vector_width(width, lanes)) > 1
           and deinterleave_columns(sch, conv, pad)):
