@@ -18,7 +18,6 @@ import os
 import sys
 import warnings
 
-os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count()))  # read when TVM's thread pool starts
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tvm_ecnn import benchmark  # noqa: E402

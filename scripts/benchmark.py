@@ -26,8 +26,6 @@ import shlex
 import sys
 import warnings
 
-# Every runtime gets all cores: TVM reads this when its thread pool starts, after import.
-os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count()))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402

@@ -19,7 +19,6 @@ import sys
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count()))  # read when TVM's thread pool starts
 
 from tvm_ecnn import models  # noqa: E402
 

@@ -191,3 +191,19 @@ def test_run_cli_compares_an_int8_build_with_pytorch_fp32(where, int8_so, reques
     top1, worst, mean = map(float, found.groups())
     assert top1 == 100.0 and 0 < mean <= worst < 0.1, proc.stdout  # int8 error, but not a wrong kernel's
     assert "max abs error vs PyTorch" in proc.stdout
+
+
+def _tvm_threads_after_import(env: dict) -> int:
+    code = "import tvm_ecnn, tvm; print(tvm.get_global_func('runtime.NumThreads')())"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return int(done.stdout.split()[-1])
+
+
+def test_tvm_thread_pool_takes_every_core():
+    """TVM alone sizes its pool to half the x86 hardware threads (one thread on a 2-core VM); importing tvm_ecnn
+    gives it every core this process may use, and leaves a user's TVM_NUM_THREADS alone."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    assert _tvm_threads_after_import(env) == len(os.sched_getaffinity(0))
+    assert _tvm_threads_after_import({**env, "TVM_NUM_THREADS": "1"}) == 1

@@ -6,8 +6,20 @@ importing TVM.
 from __future__ import annotations
 
 import importlib
+import os
 
 __version__ = "0.1.0"
+
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# TVM sizes its CPU thread pool from TVM_NUM_THREADS when it starts, and without it from half the hardware
+# threads on x86 (it assumes hyper-threading): one thread on a 2-core machine, half the speed. Every core
+# this process may use, unless the user chose.
+os.environ.setdefault("TVM_NUM_THREADS", str(_cores()))
 
 _LAZY = {
     "analyze": ("tvm_ecnn.analysis", "analyze"),
