@@ -53,6 +53,9 @@ def main(argv=None) -> int:
     parser.add_argument("--int8", action="store_true",
                         help=f"also the int8 columns ({', '.join(benchmark.INT8_BACKENDS)}; tvm-ecnn fp32 always "
                              "runs with them) and their ratio table")
+    parser.add_argument("--tuning-db", metavar="DIR",
+                        help=f"also a '{benchmark.TUNED}' column: our build with the host records of this database "
+                             "(scripts/tune.py --target host --tuning-db DIR)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=20, help="interleaved timing rounds per model (each backend once per round; the minimum is reported)")
     parser.add_argument("--op-channels", type=int, default=64, help="C = O of the op-level shift_conv2d")
@@ -62,6 +65,10 @@ def main(argv=None) -> int:
     parser.add_argument("--markdown", metavar="PATH", help="also write the command and tables for the README")
     args = parser.parse_args(argv)
     torch.set_num_threads(os.cpu_count())
+    try:
+        columns = benchmark.tuned_column(args.tuning_db) if args.tuning_db else {}
+    except (ValueError, OSError) as error:
+        parser.error(f"--tuning-db: {error}")
 
     command = shlex.join(["python", "scripts/benchmark.py", *(sys.argv[1:] if argv is None else argv)])
     host = benchmark.host_description()
@@ -73,14 +80,17 @@ def main(argv=None) -> int:
     op_table = benchmark.shift_conv_table(op_times)
     print(op_table, flush=True)
 
-    backends = list(dict.fromkeys(args.backends + ([benchmark.ECNN, *benchmark.INT8_BACKENDS] if args.int8 else [])))
+    backends = list(dict.fromkeys(args.backends + ([benchmark.ECNN, *benchmark.INT8_BACKENDS] if args.int8 else [])
+                                  + ([benchmark.ECNN, *columns] if columns else [])))
     table = benchmark.benchmark_models(
         args.models, lambda name: benchmark.input_shape(name, args.resolution, args.input_shape),
-        args.warmup, args.repeat, backends)
+        args.warmup, args.repeat, backends, columns)
     legend = (f"batch 1, min of {args.repeat} interleaved rounds after {args.warmup} warm-up runs; "
               "cells: ms (time over PyTorch eager / over stock TVM, < 1 is faster); "
               f"≠: output differs from eager by more than {benchmark.AGREEMENT:g} (relative)")
     models_table = benchmark.models_table(table)
+    if columns:
+        models_table += "\n\n" + benchmark.ratio_line(table, benchmark.TUNED, benchmark.ECNN)
     print(f"\n{legend}\n{models_table}")
     int8_part = ""
     if args.int8:

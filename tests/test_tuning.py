@@ -243,6 +243,26 @@ def test_records_of_another_input_shape_are_refused(killed_then_resumed):
         relax_pipeline(HOST, killed_then_resumed[0])(wider)
 
 
+def test_benchmark_tuned_column_builds_with_the_records(tmp_path):
+    """``scripts/benchmark.py --tuning-db``: the column compiles the model with the database's records and is
+    checked against eager like every column; a wrong folder fails before any model."""
+    import torch
+
+    from tvm_ecnn import benchmark
+    from tvm_ecnn.frontend import from_torch
+
+    torch.manual_seed(0)
+    model, x = torch.nn.Sequential(torch.nn.Conv2d(16, 16, 1), torch.nn.ReLU()).eval(), torch.randn(1, 16, 8, 8)
+    with torch.no_grad():
+        reference = model(x).numpy()
+    db = tuning.tune(from_torch(model, (x,)), HOST, tmp_path / "db", trials=BATCH, trials_per_batch=BATCH, seed=0,
+                     progress=False)
+    run, result = benchmark.prepare_backend(benchmark.TUNED, model, x, reference, benchmark.tuned_column(db))
+    assert run is not None and result.failure is None and not result.mismatch, result
+    with pytest.raises(ValueError, match="does not exist"):
+        benchmark.tuned_column(tmp_path / "missing")
+
+
 def test_missing_tuning_db_folder_is_an_error_before_compiling(tmp_path):
     missing = tmp_path / "tuning-db" / "hots"
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "compile.py"), "--model", "shiftresnet20",

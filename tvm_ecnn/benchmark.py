@@ -41,6 +41,7 @@ import targets
 from . import models
 from .nn import ActiveShift2d, Shift2d, SparseShift2d
 from .pipeline import build
+from .tuning_db import AppliedRecords
 
 # --------------------------------------------------------------------------- op level
 STOCK_CONV = "conv2d 1x1, stock TVM (default pipeline)"
@@ -385,10 +386,17 @@ def _stock_tvm(model, x):
                                   relax_pipeline=relax.get_default_pipeline(host)), x)
 
 
-def _tvm_ecnn(model, x):
+def _tvm_ecnn(model, x, tuning_db=None):
     from .frontend import from_torch  # here, so that a broken importer fails one column, not the script
 
-    return _vm_runner(build(from_torch(model, (x,)), "host"), x)
+    return _vm_runner(build(from_torch(model, (x,)), "host", tuning_db), x)
+
+
+def tuned_column(tuning_db) -> dict[str, Callable]:
+    """The ``TUNED`` column: tvm-ecnn built with the host records of ``tuning_db`` (``scripts/tune.py --target
+    host``), next to the untuned one; read and checked now, so that a wrong folder fails before any model."""
+    records = AppliedRecords(tuning_db, targets.get_target("host"))
+    return {TUNED: lambda model, x: _tvm_ecnn(model, x, records)}
 
 
 def _tvm_ecnn_int8(model, x):
@@ -416,6 +424,7 @@ INT8_BACKENDS: dict[str, Callable] = {
 }
 """The int8 columns (``scripts/benchmark.py --int8``), same contract as ``BACKENDS``."""
 EAGER, STOCK_TVM, ECNN, ECNN_INT8, ORT_INT8 = "PyTorch eager", "stock TVM", "tvm-ecnn", *INT8_BACKENDS
+TUNED = "tvm-ecnn tuned"
 AGREEMENT = 1e-3
 """A backend whose ``relative_error`` against eager exceeds this is marked as a mismatch."""
 INT8_AGREEMENT = 0.1
@@ -447,13 +456,14 @@ def short_error(error: BaseException, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def prepare_backend(backend: str, model: nn.Module, x: torch.Tensor, reference: np.ndarray
+def prepare_backend(backend: str, model: nn.Module, x: torch.Tensor, reference: np.ndarray, columns=None
                     ) -> tuple[Callable[[], object] | None, Result]:
-    """Build one backend and check its output against ``reference`` (eager's); never raises. The call is
-    ``None`` when the backend failed (the ``Result`` says why)."""
+    """Build one backend (of ``BACKENDS``, ``INT8_BACKENDS`` or ``columns``, e.g. ``tuned_column``) and check its
+    output against ``reference`` (eager's); never raises. The call is ``None`` when the backend failed (the
+    ``Result`` says why)."""
     try:
         with torch.no_grad():
-            run = {**BACKENDS, **INT8_BACKENDS}[backend](model, x)
+            run = {**BACKENDS, **INT8_BACKENDS, **(columns or {})}[backend](model, x)
             output = _numpy(run())
     except ImportError as error:
         return None, Result(failure=f"not installed ({error.name or error})")
@@ -509,8 +519,8 @@ class ModelResult:
 
 
 def benchmark_models(names, shape_of: Callable[[str], tuple], warmup: int, rounds: int,
-                     backends=tuple(BACKENDS)) -> dict[str, ModelResult]:
-    """Each of ``backends`` (names of ``BACKENDS`` / ``INT8_BACKENDS``) on every model (seeded weights and
+                     backends=tuple(BACKENDS), columns=None) -> dict[str, ModelResult]:
+    """Each of ``backends`` (names of ``BACKENDS`` / ``INT8_BACKENDS`` / ``columns``) on every model (seeded weights and
     input, eager's output as the reference), built and checked one after the other with one tqdm line saying
     which, then timed together (``interleaved_min_ms``)."""
     table = {}
@@ -525,7 +535,7 @@ def benchmark_models(names, shape_of: Callable[[str], tuple], warmup: int, round
             results, runs = {}, {}
             for backend in backends:
                 progress.set_description(f"{name} / {backend}")
-                run, results[backend] = prepare_backend(backend, model, x, reference)
+                run, results[backend] = prepare_backend(backend, model, x, reference, columns)
                 if run is not None:
                     runs[backend] = run
                 progress.update()
@@ -579,6 +589,12 @@ def models_table(table: dict[str, ModelResult]) -> str:
 def _over(entry: ModelResult, numerator: str, denominator: str) -> str:
     top, bottom = entry.results.get(numerator, Result()), entry.results.get(denominator, Result())
     return f"{top.ms / bottom.ms:.2f}×" if top.ms is not None and bottom.ms is not None else "–"
+
+
+def ratio_line(table: dict[str, ModelResult], numerator: str, denominator: str) -> str:
+    """``numerator / denominator: model r×, ...`` (< 1: the numerator column is faster)."""
+    return f"{numerator} / {denominator}: " + ", ".join(f"{name} {_over(entry, numerator, denominator)}"
+                                                          for name, entry in table.items())
 
 
 def int8_table(table: dict[str, ModelResult]) -> str:
