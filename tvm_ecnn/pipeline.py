@@ -3,10 +3,10 @@
 TVM 0.27's ``tvm.compile`` uses ``relax.get_pipeline("default")`` on CPU targets, which neither
 fuses nor schedules (bug D). We build the target's default backend pipeline ourselves and insert
 the ecnn passes where they belong: graph rewrites before legalization (shift groups put in raster
-order, in-place sparse shifts on CPUs), and right after FuseTIR (before dlight) the tuned records of a
-MetaSchedule database, then hand schedules for the ecnn functions the database does not cover, then
-(CPUs) default schedules for every other kernel, (Adreno) the int8 conv2d schedules, and the packing of their weights
-into constants.
+order; on CPUs in-place sparse shifts, and BatchNorms no conv took as one multiply-add), and right
+after FuseTIR (before dlight) the tuned records of a MetaSchedule database, then hand schedules for the
+ecnn functions the database does not cover, then (CPUs) default schedules for every other kernel,
+(Adreno) the int8 conv2d schedules, and the packing of their weights into constants.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from .compiler_pass.apply_adreno_int8_schedules import ApplyAdrenoInt8Schedules
 from .compiler_pass.apply_default_cpu_schedules import ApplyDefaultCpuSchedules
 from .compiler_pass.apply_ecnn_schedules import ApplyEcnnSchedules
 from .compiler_pass.ecnn_texture_layout import EcnnTextureLayout, EcnnTextureScopes
+from .compiler_pass.fold_batch_norm import BatchNormScaleShift
 from .compiler_pass.fold_packed_weights import FoldPackedWeights
 from .compiler_pass.partial_texel_fallback import BufferForPartialTexels
 from .compiler_pass.raster_order_shift_groups import RasterOrderShiftGroups
@@ -44,7 +45,7 @@ def _backend(target: tvm.target.Target):
 
 def _before_legalize(target: tvm.target.Target) -> list:
     graph = [RasterOrderShiftGroups()]
-    return graph + [SparseShiftInplace()] if target.kind.name == "llvm" else graph
+    return graph + [SparseShiftInplace(), BatchNormScaleShift()] if target.kind.name == "llvm" else graph
 
 
 def _after_fusion(target: tvm.target.Target, tuning_db) -> list:
