@@ -9,7 +9,8 @@ convs (contiguous NCHW output vectors, the epilogue on them).
 A stem whose rows have no such vector width, or no padding stage to store that way (SqueezeNet's
 unpadded 224 -> 111 stem), reads a staged im2col copy of its input instead, ``[n, c, ry, rx, y, x]``
 (each tap a contiguous row again; the input has only 3 channels), its rows padded to whole vectors
-(``pad_einsum``): the pixel-vector kernel then runs on whole vectors and its epilogue drops the padding.
+(``pad_einsum``, unless they already are): the pixel-vector kernel then runs on whole vectors and its
+epilogue drops the padding.
 
 An int8 stem (3 channels: no 4-channel dot product) accumulates in fp32 on x86 (``accumulate_in_fp32``):
 its few int8 x int8 terms sum exactly there, and ``vfmadd`` replaces ``vpmulld`` + ``vpaddd``.
@@ -45,23 +46,30 @@ def is_stem(sch: Schedule, conv: Conv2d) -> bool:
 
 def im2col_padded_rows(sch: Schedule, conv: Conv2d, epilogue, pad, vector: int):
     """Stage the stem's input as im2col rows and pad the conv's rows to a multiple of ``vector``; returns
-    the block that stores the unpadded output (the epilogue inlined into it), for the pixel-vector kernel
-    to compute per tile. Measured 1.4x on SqueezeNet's stem over channel vectors (near the FMA roofline).
-    None (nothing changed) when ``conv`` is no stem or its window exceeds ``IM2COL_MAX_TAPS``."""
+    the block that stores the unpadded output (the epilogue inlined into it; rows already whole vectors: the
+    epilogue, or a plain store), for the pixel-vector kernel to compute per tile. Measured 1.4x on SqueezeNet's
+    stem over channel vectors (near the FMA roofline). None (nothing changed) when ``conv`` is no stem or its
+    window exceeds ``IM2COL_MAX_TAPS``."""
     if not is_stem(sch, conv) or math.prod(int(d) for d in conv.weight.shape[2:]) > IM2COL_MAX_TAPS:
         return None
     data = next(i for i, r in enumerate(sch.get(conv.block).reads)
                 if not r.source.same_as(conv.weight) and len(r.region) == 4)
+    padded = int(sch.get(conv.block).iter_vars[3].dom.extent) % vector != 0
     stage = sch.reindex(conv.block, ("read", data))
     sch.transform_layout(stage, ("write", 0), lambda n, y, x, c, r, s: (n, c, r, s, y, x))
-    sch.pad_einsum(conv.block, [1, 1, 1, vector, 1, 1, 1])
-    sch.compute_inline(stage)
+    sch.transform_block_layout(stage, lambda n, y, x, c, r, s: (n, c, r, s, y, x))  # rows written contiguously
+    if padded:  # else pad_einsum adds nothing, and the rows stay the reindexed stage
+        sch.pad_einsum(conv.block, [1, 1, 1, vector, 1, 1, 1])
+        sch.compute_inline(stage)
     if pad is not None:  # into the rows (inlined into the conv before pad_einsum, its zero padding was lost)
         sch.compute_inline(pad)
     (rows,) = sch.get_producers(conv.block)
-    (store,) = sch.get_consumers(conv.block)
-    if epilogue is not None:
-        sch.reverse_compute_inline(epilogue)
+    if padded:
+        (store,) = sch.get_consumers(conv.block)
+        if epilogue is not None:
+            sch.reverse_compute_inline(epilogue)
+    else:
+        store = epilogue if epilogue is not None else sch.cache_write(conv.block, 0, "global")
     loops = sch.get_loops(rows)
     if math.prod(int(d) for d in sch.get(rows).writes[0].source.shape) >= PARALLEL_MIN_WORK:
         sch.parallel(sch.fuse(*loops[:-1]))

@@ -171,6 +171,7 @@ def test_int8_stem_accumulates_in_fp32():
 @pytest.mark.skipif(not has_vnni(targets.get_target("host")), reason="this host has no AVX-512 VNNI")
 @pytest.mark.parametrize("channels, out_channels, size, stride, groups", [
     (3, 32, (64, 64), 2, 1), (3, 32, (21, 27), 2, 1),  # the stem: even/odd halves; odd padded rows, im2col rows
+    (3, 32, (21, 31), 2, 1),  # odd padded rows of 16 pixels: im2col rows without row padding
     (16, 16, (56, 56), 1, 16), (8, 8, (28, 28), 1, 8), (8, 8, (30, 29), 1, 8),  # large-map depthwise, odd width
     (8, 8, (9, 11), 1, 8)])  # narrow depthwise: channel vectors
 def test_requantized_stem_and_depthwise_bit_exact_on_host(channels, out_channels, size, stride, groups):
