@@ -24,7 +24,7 @@ from tvm.s_tir import SBlock, Schedule
 
 from . import cpu_int8
 from ._blocks import divisor, extents
-from .bilinear_rows import blend_rows
+from .bilinear_rows import blend_planes, blend_rows
 from .cpu_common import accumulator_budget, pack_weights_at_compile_time, vector_lanes
 from .cpu_conv2d import (channel_tile, channel_vectors_whole, outer_product_pixels, pixel_vector_channels,
                          pixel_vector_width, pixel_vectors_win)
@@ -103,9 +103,12 @@ def _stage_planes(sch: Schedule, stage, row=None) -> None:
     (``copy_shifted_planes``; 960->160 7x7: 1.63x -> 1.23x the 1x1 conv, 384->64 14x14: 1.57x -> 1.27x),
     at stride 2 its rows split into two bounds-tested borders and a test-free interior
     (``split_borders``); LLVM vectorizes both. The active shift at stride 2 is blended row by row
-    (``blend_rows``, ``BLEND_STRIDED_FROM``; 64->64 56x56: 2.35x -> 1.70x the 1x1 conv, one thread), any
-    other stage stays elementwise and serial: LLVM vectorizes its guarded loads only outside the parallel
-    loop (the active shift at 14x14 in parallel: 4x the serial loop's work).
+    (``blend_rows``, ``BLEND_STRIDED_FROM``; 64->64 56x56: 2.35x -> 1.70x the 1x1 conv, one thread), at stride 1
+    plane by plane, a flat test-free blend over the taps' common interior (``blend_planes``; one thread, 7x7
+    256->256: 1.37x -> 1.28x the 1x1 conv, 28x28 64->64: 1.30x -> 1.20x, 56x56 32->32: 1.61x -> 1.45x; 14x14
+    alike; on two threads it runs on both); any other stage stays elementwise and serial: LLVM
+    vectorizes its guarded loads only outside the parallel loop (the active shift at 14x14 in parallel: 4x the
+    serial loop's work).
     """
     if str(sch.get(stage).annotations.get("ecnn_shift")) == "none":
         sch.compute_inline(stage)
@@ -117,7 +120,7 @@ def _stage_planes(sch: Schedule, stage, row=None) -> None:
         sch.compute_at(stage, row)
         blend_rows(sch, stage)
     elif (borders_split_cheaply(sch, stage) and (copy_shifted_planes(sch, stage) or split_borders(sch, stage))) \
-            or (blended and blend_rows(sch, stage)):
+            or (blended and blend_rows(sch, stage)) or blend_planes(sch, stage):
         n, c = sch.get_loops(stage)[:2]
         sch.parallel(sch.fuse(n, c))
     else:

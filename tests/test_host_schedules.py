@@ -77,6 +77,31 @@ def test_active_shift_blended_row_by_row_matches_numpy(shape, stride):
     assert sch.get(sch.get_loops(stage)[0]).kind == tvm.tirx.ForKind.PARALLEL, "the rows' blends run in parallel"
 
 
+@pytest.mark.parametrize("shape, out_channels", [((2, 16, 7, 7), 32), ((1, 24, 14, 14), 64), ((1, 8, 28, 28), 32),
+                                                 ((1, 12, 56, 56), 32)])
+def test_active_shift_blended_plane_by_plane_matches_numpy(shape, out_channels):
+    """At stride 1 the bilinear shift staged once per call is blended plane by plane (``bilinear_rows.blend_planes``:
+    a flat test-free blend over the taps' common interior, the rows and columns off it redone clamped), in parallel
+    over the planes: offsets beyond the map both ways, whole, negative and fractional, batch 2."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(shape).astype("float32")
+    w = rng.standard_normal((out_channels, shape[1], 1, 1)).astype("float32")
+    b = rng.standard_normal(out_channels).astype("float32")
+    offsets = rng.uniform(-2.5, 2.5, (shape[1], 2)).astype("float32")
+    offsets[:6] = [(-0.25, -1.75), (shape[2] + 0.5, -shape[3] - 0.5), (-shape[2] + 0.5, shape[3] - 0.5),
+                   (1.0, -1.0), (0.0, 0.0), (-shape[2] - 3.0, 0.5)]
+    mod = build_module(lambda v: relay_ops.shift_conv2d(v, relax.const(w), "active", offsets=relax.const(offsets),
+                                                        bias=relax.const(b)), [(x.shape, "float32")])
+    np.testing.assert_allclose(run_built(mod, x), _reference("active", x, w, offsets, 1, b, "none"),
+                               rtol=1e-4, atol=1e-4)
+    (fused,) = [f for gv, f in relax_pipeline(tvm.target.Target("host"))(mod).functions.items()
+                if "shift_conv2d" in gv.name_hint]
+    sch = tvm.s_tir.Schedule(fused)
+    (stage,) = [b for b in _all_blocks(sch) if sch.get(b).name_hint == "shift_conv2d_input"]
+    assert len(sch.get(stage).iter_vars) == 2, "one block per plane"
+    assert sch.get(sch.get_loops(stage)[0]).kind == tvm.tirx.ForKind.PARALLEL, "the planes blended in parallel"
+
+
 @pytest.mark.parametrize("shape, mapping", [((2, 20, 3, 32), "interleaved"), ((1, 11, 2, 16), "interleaved"),
                                             ((2, 20, 3, 32), "grouped"), ((1, 29, 4, 8), "grouped")])
 def test_grouped_shift_read_in_place_matches_numpy(shape, mapping):
