@@ -1,5 +1,5 @@
-"""Depthwise conv2d (and groups too narrow for a channel vector) on the host: one channel per task, or in
-int8 on narrow maps channel vectors (``lanes`` channels per task, NHWC tiles in the kernel)."""
+"""Depthwise conv2d (and groups too narrow for a channel vector) on the host: one channel per task, or on
+narrow maps channel vectors (``lanes`` channels per task, NHWC tiles in the kernel)."""
 from __future__ import annotations
 
 import tvm
@@ -16,7 +16,8 @@ def per_channel(sch: Schedule, conv: Conv2d, epilogue, pad, vector: int) -> None
 
     Stride-1 rows (``vector`` > 1, a divisor of the row: no tail) are ``vector``-pixel accumulator
     vectors over the unrolled taps, each tap one contiguous load, then the epilogue on the same
-    vector (measured 1.2-5x over LLVM's vectorizer on MobileNetV2's 112x112 ... 7x7 maps). Strided
+    vector (measured 1.2-5x over LLVM's vectorizer on MobileNetV2's 112x112 ... 7x7 maps; in float32 power-of-two
+    vectors where they divide the row, ``_whole_vectors``). Strided
     rows stay with LLVM's loop vectorizer (TVM's ``vectorize`` scalarizes their loads, 2-4x slower) unless
     they are float32 stride-2 rows of up to ``DEINTERLEAVE_MAX_WIDTH`` outputs: those read a padding copy
     storing even and odd columns apart as stride-1 rows (``_deinterleave_fits``)."""
@@ -24,6 +25,7 @@ def per_channel(sch: Schedule, conv: Conv2d, epilogue, pad, vector: int) -> None
     if vector == 1 and _deinterleave_fits(sch, conv, pad, width := int(sch.get(x).extent)):
         sch.transform_layout(pad, ("write", 0), lambda n_, c_, h_, w_: (n_, c_, h_, w_ % 2, w_ // 2))
         vector = width
+    vector = _whole_vectors(sch, conv, vector, int(sch.get(x).extent))
     chan = sch.fuse(n, f)
     if pad is not None and not has_guard(sch, pad):
         sch.compute_inline(pad)
@@ -51,6 +53,18 @@ def per_channel(sch: Schedule, conv: Conv2d, epilogue, pad, vector: int) -> None
     sch.decompose_reduction(conv.block, taps[0])
 
 
+def _whole_vectors(sch: Schedule, conv: Conv2d, vector: int, width: int) -> int:
+    """A float32 row of odd-width vectors (``pixel_vector_width``'s 14 on a 56-pixel row) as power-of-two
+    vectors when their width divides the row (8): LLVM assembles every 14-lane tap from three loads and two
+    inserts, where an 8-lane tap is one load. Measured 0.75x the time on MobileNetV2's 144x56x56 (Zen 5, 1 thread);
+    whole-row vectors (56 lanes: 1.04x; 28 on a 28-pixel row: 1.3x) and 4- or 7-lane ones were slower."""
+    if vector <= 1 or vector == width or not vector & (vector - 1) \
+            or str(sch.get(conv.block).body.buffer.dtype) != "float32":
+        return vector
+    power = 1 << (vector.bit_length() - 1)
+    return power if width % power == 0 else vector
+
+
 DEINTERLEAVE_MAX_WIDTH = 16
 """Float32 stride-2 output rows up to this wide read their channel's padded input stored even/odd columns
 apart, so a row is one contiguous load per tap: measured 0.4x (14x14) and 0.85x (7x7) the time of LLVM's
@@ -76,23 +90,27 @@ CHANNEL_VECTOR_MAX_WIDTH = 16
 (Zen 5, AVX-512) at 0.4-0.85x the time of ``per_channel``, whose rows there are odd 4-14 lane vectors assembled
 from 1-8 byte loads; on 28x28 and 56x56 outputs they were 1.1-1.7x slower (the transposing stage and tiles
 cost more than the rows save). Remeasured once ``per_channel``'s requantize epilogue became vector code
-(``vectorizable_ops.py``): 1.0x on stride-1 14x14, still 0.3-0.75x on 7x7 and stride-2 outputs."""
+(``vectorizable_ops.py``): 1.0x on stride-1 14x14, still 0.3-0.75x on 7x7 and stride-2 outputs.
+Float32 (MobileNetV2, 1 and 2 threads): 0.62-0.66x on 960x7x7, 0.75x on 192x28x28 stride 2 (rows of 14),
+0.89-0.92x on 384 and 576x14x14, 1.0x on 576x14x14 stride 2, where ``per_channel``'s rows are 7- and
+14-lane vectors (each tap three loads and two inserts) or a deinterleaving copy."""
 
 
 def channel_vectors_fit(sch: Schedule, conv: Conv2d, pad, lanes: int, width: int, target) -> bool:
-    """An int8 (int32-accumulating) depthwise conv on x86 with whole ``lanes``-channel vectors, a padding
-    stage and output rows up to ``CHANNEL_VECTOR_MAX_WIDTH``."""
+    """A float32 or int8 (int32-accumulating) depthwise conv on x86 with whole ``lanes``-channel vectors, a
+    padding stage and output rows up to ``CHANNEL_VECTOR_MAX_WIDTH``."""
     return (conv.out_per_group == 1 and conv.out_channels % lanes == 0 and pad is not None
             and width <= CHANNEL_VECTOR_MAX_WIDTH and "arm_cpu" not in target.keys
-            and str(sch.get(conv.block).body.buffer.dtype) == "int32")
+            and str(sch.get(conv.block).body.buffer.dtype) in ("int32", "float32"))
 
 
 def channel_vectors(sch: Schedule, conv: Conv2d, epilogue, pad, lanes: int, pixels: int) -> None:
     """Per ``lanes`` channels in parallel: their padded input staged ``[H, W, lanes]`` (one vector per
     pixel), ``pixels x lanes`` accumulators over the unrolled taps (weights packed ``[C / lanes, 1, kh, kw,
-    lanes]`` at compile time), the requantize epilogue on whole channel vectors into a local ``[H, W, lanes]``
-    int8 tile, then that tile copied out as contiguous NCHW planes (LLVM: byte permutes) instead of a byte
-    scatter of every epilogue vector (measured 1.3-1.5x on 7x7 maps). Strides only change the staged addresses."""
+    lanes]`` at compile time), the epilogue (requantize; float32: bias, clip) on whole channel vectors into a local
+    ``[H, W, lanes]`` tile, then that tile copied out as contiguous NCHW planes (LLVM: permutes) instead of a
+    scatter of every epilogue vector (int8: measured 1.3-1.5x on 7x7 maps). Strides only change the staged
+    addresses."""
     n, f, y, x, *taps = sch.get_loops(conv.block)
     fo, fi = sch.split(f, [None, lanes])
     xo, xi = sch.split(x, [None, pixels])

@@ -4,13 +4,21 @@
 dependent max operations through memory, one pixel at a time. Here each output row accumulates in a
 local row, the window taps outside and the row innermost (contiguous, which LLVM vectorizes with its
 tail; stride-2 taps as interleaved loads), per channel in parallel, the padding stage per channel.
-Measured on SqueezeNet, not kept: inlining a padding stage the window never reaches (2-4x slower),
-storing a stride-2 pool's padding stage with even and odd columns apart as ``cpu_stem.py`` does (2x).
+Measured on SqueezeNet, not kept: storing a stride-2 pool's padding stage with even and odd columns apart
+as ``cpu_stem.py`` does (2x).
+
+Wider rows keep TOPI's order (LLVM vectorizes the row with the window unrolled, stride-2 taps as
+interleaved loads), but a padding stage the window never reaches (``ceil_mode`` on SqueezeNet's exactly
+fitting 111-, 109- and 55-pixel maps) is inlined: its copy of the map cost as much as the pool (measured
+0.5-0.6x the time on the 111 and 109 maps, 0.7-0.75x on 55; Zen 5, 1 and 2 threads). A local row there
+read the input through gathers (LLVM lost the stride of the inlined input's indices): 1.3-2.6x slower.
 """
 from __future__ import annotations
 
 import math
 
+import tvm
+import tvm_ffi
 from tvm import tirx
 from tvm.s_tir import Schedule
 
@@ -20,25 +28,27 @@ from .cpu_loop_nest import SMALL_WINDOW
 
 
 def schedule_max_pool(sch: Schedule, target) -> bool:
-    """A function that is one NCHW max pool (and its padding stage) whose output rows fit one vector; False
-    for anything else (measured on SqueezeNet: 13-pixel rows 3.2x faster, 27 even, 55 1.15x slower)."""
+    """A function that is one NCHW max pool (and its padding stage) whose output rows fit one vector
+    (measured on SqueezeNet: 13-pixel rows 3.2x faster, 27 even, 55 1.15x slower), or wider rows never
+    reaching its padding (``_unpadded_rows``); False for anything else."""
+    pools = [b for b in root_blocks(sch) if kinds(sch, b) == "SSSSRR"]
+    if len(pools) != 1 or not trivially_bound(sch, pools[0]) or sch.get_consumers(pools[0]):
+        return False
+    pool = pools[0]
+    b = sch.get(pool)
+    sizes = extents(sch, sch.get_loops(pool))
+    if not isinstance(b.body.value, tirx.Max) or math.prod(sizes[4:]) > SMALL_WINDOW:
+        return False
+    if sizes[3] > vector_lanes(target, str(b.body.buffer.dtype)):
+        return _unpadded_rows(sch, pool, sizes)
     padding = {sch.get(b).name_hint for b in root_blocks(sch)
                if has_guard(sch, b) and any("R" in kinds(sch, c) for c in sch.get_consumers(b))}
     inline_all(sch, keep=padding)
     blocks = root_blocks(sch)
-    pools = [b for b in blocks if kinds(sch, b) == "SSSSRR"]
-    if len(pools) != 1 or len(blocks) - 1 != len(padding) or len(padding) > 1:
+    if len(blocks) - 1 != len(padding) or len(padding) > 1:
         return False
-    pool = pools[0]
-    b = sch.get(pool)
-    if not trivially_bound(sch, pool) or not isinstance(b.body.value, tirx.Max) or sch.get_consumers(pool):
-        return False
-    loops = sch.get_loops(pool)
-    sizes = extents(sch, loops)
-    if math.prod(sizes[4:]) > SMALL_WINDOW or sizes[3] > vector_lanes(target, str(b.body.buffer.dtype)):
-        return False
-    pads = [p for p in blocks if not p.same_as(pool)]
-    n, c, y, x, ry, rx = loops
+    pads = [p for p in blocks if not sch.get(p).same_as(sch.get(pool))]
+    n, c, y, x, ry, rx = sch.get_loops(pool)
     chan = sch.fuse(n, c)
     row = sch.cache_write(pool, 0, "local")
     sch.reverse_compute_at(row, y)
@@ -51,3 +61,24 @@ def schedule_max_pool(sch: Schedule, target) -> bool:
     return True
 
 
+def _unpadded_rows(sch: Schedule, pool, sizes) -> bool:
+    """Every block inlined into the pool, whose padding guards then provably hold (simplified away when
+    lowered), per channel in parallel; False when a guard may fail (the window reaches the padding)."""
+    inline_all(sch)
+    if len(root_blocks(sch)) != 1 or not _guards_hold(sch.get(pool)):
+        return False
+    chan = sch.fuse(*sch.get_loops(pool)[:2])
+    if math.prod(sizes) >= PARALLEL_MIN_WORK:
+        sch.parallel(chan)
+    return True
+
+
+def _guards_hold(block) -> bool:
+    """Whether every ``if_then_else`` condition in ``block``'s value holds over its whole iteration domain."""
+    analyzer = tvm.sym.Analyzer()
+    for iv in block.iter_vars:
+        analyzer.bind(iv.var, iv.dom)
+    conditions = []
+    tvm_ffi.structural_walk(block.body.value, (tvm.ir.Call, lambda c: conditions.append(c.args[0])
+                                               if c.op.name == "prim.if_then_else" else None))
+    return all(analyzer.can_prove(c) for c in conditions)

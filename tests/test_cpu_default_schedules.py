@@ -127,10 +127,22 @@ def test_depthwise_is_parallel_per_channel():
     assert "T.vectorized(T.int64(14))" in conv  # rows of 28 as two pixel vectors
 
 
-@pytest.mark.parametrize("channels, size", [(37, 28), (16, 30), (24, 14)])
+@pytest.mark.parametrize("size, vector", [(56, 8), (40, 8), (28, 14), (112, 16)])
+def test_depthwise_rows_take_power_of_two_vectors_where_they_divide(size, vector):
+    """``cpu_depthwise._whole_vectors``: a 56-pixel row as seven 8-lane vectors, not four of 14 (each tap three
+    loads and two inserts); a 28-pixel row has no such divisor and keeps 14."""
+    x, w, b = _rand(1, 6, size, size), _rand(6, 1, 3, 3), _rand(6)
+    mod = _conv_module(x.shape, w, b, 1, 1, 6)
+    np.testing.assert_allclose(_run(mod, x), _conv_ref(x, w, b, 1, 1, 6), rtol=1e-4, atol=1e-4)
+    (conv,) = [f.script() for name, f in _kernels(mod).items() if "conv2d" in name]
+    assert set(re.findall(r"T\.vectorized\(T\.int64\((\d+)\)\)", conv)) == {str(vector)}  # taps and epilogue
+
+
+@pytest.mark.parametrize("channels, size", [(37, 28), (20, 30), (24, 14)])
 def test_strided_depthwise_on_narrow_maps_reads_even_and_odd_columns_apart(channels, size):
-    """Float32 stride-2 depthwise with output rows of 4-16 pixels (``_deinterleave_fits``): each channel's padded
-    input stored ``[h, w % 2, w // 2]``, a whole output row one accumulator vector; wider rows keep LLVM's."""
+    """Float32 stride-2 depthwise with output rows of 4-16 pixels (``_deinterleave_fits``) on channels that are no
+    whole channel vectors: each channel's padded input stored ``[h, w % 2, w // 2]``, a whole output row one
+    accumulator vector; wider rows keep LLVM's."""
     x, w, b = _rand(1, channels, size, size), _rand(channels, 1, 3, 3), _rand(channels)
     mod = _conv_module(x.shape, w, b, 2, 1, channels)
     np.testing.assert_allclose(_run(mod, x), _conv_ref(x, w, b, 2, 1, channels), rtol=1e-4, atol=1e-4)
@@ -140,7 +152,19 @@ def test_strided_depthwise_on_narrow_maps_reads_even_and_odd_columns_apart(chann
     assert f"T.vectorized(T.int64({out}))" in conv
 
 
-@pytest.mark.parametrize("channels, size", [(8, 64), (48, 29)])
+@pytest.mark.parametrize("channels, size, stride", [(32, 7, 1), (16, 14, 1), (48, 28, 2), (16, 13, 2), (32, 5, 1)])
+def test_float32_depthwise_on_narrow_maps_takes_channel_vectors(channels, size, stride):
+    """``cpu_depthwise.channel_vectors`` in float32 (MobileNetV2's 14x14 and 7x7 maps): 16 channels per task, their
+    padded input staged NHWC, bias and ReLU on channel vectors, the tile copied out as NCHW planes; odd maps."""
+    x, w, b = _rand(1, channels, size, size), _rand(channels, 1, 3, 3), _rand(channels)
+    mod = _conv_module(x.shape, w, b, stride, 1, channels)
+    np.testing.assert_allclose(_run(mod, x), _conv_ref(x, w, b, stride, 1, channels), rtol=1e-4, atol=1e-4)
+    (conv,) = [f.script() for name, f in _kernels(mod).items() if "conv2d" in name]
+    assert re.search(rf"nn_ff_0_fused in (T.parallel|range)\(T.int64\({channels // 16}\)\)", conv)
+    assert f"(T.int64(1), T.int64({size + 2}), T.int64({size + 2}), T.int64({channels}))" in conv  # NHWC pad
+
+
+@pytest.mark.parametrize("channels, size", [(8, 64), (40, 29)])
 def test_strided_depthwise_keeps_strided_rows_on_wide_maps_and_odd_padded_rows(channels, size):
     x, w, b = _rand(1, channels, size, size), _rand(channels, 1, 3, 3), _rand(channels)
     mod = _conv_module(x.shape, w, b, 2, 1, channels)
@@ -389,6 +413,20 @@ def test_max_pools_on_short_rows_accumulate_rows_locally(shape):
         np.testing.assert_allclose(_run(mod, x), ref(torch.from_numpy(x)).numpy(), rtol=0, atol=0)
         (pool,) = [f.script() for name, f in _kernels(mod).items() if "pool" in name]
         assert 'scope="local"' in pool
+
+
+@pytest.mark.parametrize("shape, padded", [((1, 8, 111, 111), False), ((2, 5, 55, 37), False),
+                                           ((1, 8, 66, 67), True), ((1, 6, 57, 66), True)])
+def test_wide_max_pools_inline_a_padding_stage_their_window_never_reaches(shape, padded):
+    """``cpu_pool._unpadded_rows``: ``ceil_mode`` pads SqueezeNet's exactly fitting 111-, 109- and 55-pixel
+    maps although no window reaches past them: the padding copy goes; a window that does reach it (an even
+    height or width) keeps a padding stage."""
+    x = _rand(*shape)
+    make, ref = POOLS["max 3x3 s2"]
+    mod = build_module(make, [(x.shape, "float32")])
+    np.testing.assert_allclose(_run(mod, x), ref(torch.from_numpy(x)).numpy(), rtol=0, atol=0)
+    (pool,) = [f.script() for name, f in _kernels(mod).items() if "pool" in name]
+    assert ("pad_temp" in pool) == padded
 
 
 def _batch_norm_relu(v, channels):
