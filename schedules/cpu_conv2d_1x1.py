@@ -24,6 +24,18 @@ TILES = ((12, 2), (6, 4), (8, 3), (10, 2), (4, 4))
 and 96 -> 24 on 56x56: 12x2 and 6x4 86% of the FMA roofline, 8x3 and 10x2 within 10% of them)."""
 
 
+SEVEN = (3, 7)
+"""A tile of 7 pixel vectors, for planes of 7 x 7 vectors (28x28) that every ``TILES`` entry pads; taken only where
+the input under it fits ``SEVEN_MAX_CHUNK`` (per-kernel profile of MobileNetV2 at 1 thread: its 32 -> 192 on 28x28
+67-70 us a call, 93 us with the channel-vector kernel it took). 4x7 spills its accumulators; 2x7 (where 3 does not
+divide the channels) measured 1.3-1.4x faster alone but 1.05-1.3x slower in the models (AS-ResNet's 64 -> 64 and
+64 -> 128, MobileNetV2's 192 -> 32)."""
+
+SEVEN_MAX_CHUNK = 32 * 1024
+"""Bytes of input (channels x 7 pixel vectors) the ``SEVEN`` tile may stream per reduction: within L1, as every
+channel tile reads it again (MobileNetV2's 192 -> 32 on 28x28, 86 KiB: 1.2x slower in the model)."""
+
+
 PADDED_MIN_CHANNELS = 48
 """Input channels from which a plane that is no whole number of tiles takes the GEMM all the same: its epilogue
 stores pixel by pixel (a vector would cross the plane's end), which the reduction over fewer channels does
@@ -33,11 +45,13 @@ PARALLEL_TASKS = 8
 """Parallel tasks (channel tiles x pixel chunks) at least: the thread pool balances whole tasks."""
 
 
-def gemm_tile(out_channels: int, vectors: int, budget: int):
+def gemm_tile(out_channels: int, vectors: int, budget: int, seven: bool = False):
     """Of the ``TILES`` that divide the output channels and fit ``budget`` accumulators (+50%: the kernel
     holds only ``k`` input vectors and a broadcast besides), the first that pads the plane's ``vectors`` least:
-    none when its pixel vectors divide them (no padded copy of the input), 13x13's 11 vectors to 12."""
-    fits = [(c, k) for c, k in TILES if out_channels % c == 0 and c * k <= budget + budget // 2]
+    none when its pixel vectors divide them (no padded copy of the input), 13x13's 11 vectors to 12; with ``seven``
+    also ``SEVEN`` where it divides them."""
+    tiles = TILES + ((SEVEN,) if seven and vectors % SEVEN[1] == 0 else ())
+    fits = [(c, k) for c, k in tiles if out_channels % c == 0 and c * k <= budget + budget // 2]
     return min(fits, key=lambda t: -(-vectors // t[1]) * t[1], default=None)
 
 
@@ -47,7 +61,8 @@ def gemm_plan(out_ch: int, in_ch: int, pixels: int, lanes: int, budget: int, row
     row kernels run on whole vectors and this one would not: ``rows_whole`` (rows of whole pixel vectors,
     112x112: measured 0.91-0.97x of them) or, on planes this kernel pads, ``channels_whole`` (channel vectors on
     rows their pixel tile divides, MobileNetV2's 14x14 and 7x7: 0.76-0.88x). Also ``shift_conv2d``'s choice."""
-    tile = gemm_tile(out_ch, math.ceil(pixels / lanes), budget)
+    seven = pixels % lanes == 0 and in_ch * SEVEN[1] * lanes * 4 <= SEVEN_MAX_CHUNK
+    tile = gemm_tile(out_ch, math.ceil(pixels / lanes), budget, seven)
     if tile is None or lanes < 8 or rows_whole:
         return None
     padded = pixels % (lanes * tile[1]) != 0

@@ -39,8 +39,10 @@ def _conv_kernel(mod, target):
 
 
 # (in channels, out channels, size, epilogue): C and O no multiple of the tile, planes of 81 and 49 pixels
-# (padded to whole tiles), 64 pixels (whole vectors, read in place), no epilogue (a plain store)
-CASES = [(50, 30, 9, True), (57, 36, 7, True), (13, 24, 8, True), (48, 20, 9, False), (17, 48, 8, False)]
+# (padded to whole tiles), 64 pixels (whole vectors, read in place), no epilogue (a plain store), 28x28 planes
+# (7 x 7 vectors: the 3x7 tile)
+CASES = [(50, 30, 9, True), (57, 36, 7, True), (13, 24, 8, True), (48, 20, 9, False), (17, 48, 8, False),
+         (20, 18, 28, True), (24, 48, 28, False)]
 
 
 @pytest.mark.parametrize("c, o, size, epilogue", CASES)
@@ -70,5 +72,17 @@ def test_tile_is_output_channels_times_whole_pixel_vectors():
 def test_tile_prefers_pixel_vectors_dividing_the_plane():
     assert gemm_tile(144, 196, 16) == (12, 2)  # 56x56: 196 vectors
     assert gemm_tile(1000, 11, 16) == (8, 3)  # 13x13 padded; 12 does not divide 1000
-    assert gemm_tile(24, 49, 16) == (12, 2)  # none divides 49 vectors: the one padding least (50)
+    assert gemm_tile(24, 13, 16) == (12, 2)  # none divides 13 vectors: the one padding least (14)
+    assert gemm_tile(192, 49, 16, seven=True) == (3, 7)  # 28x28: 49 vectors, which only 7 pixel vectors divide
+    assert gemm_tile(192, 49, 16) == (12, 2)  # without it: padded to 50 vectors
+    assert gemm_tile(128, 49, 16, seven=True) == (8, 3)  # 3 does not divide 128
+    assert gemm_tile(192, 49, 8, seven=True) is None  # AVX2 (8 accumulators + 50%): 3x7 does not fit either
     assert gemm_tile(7, 4, 16) is None  # no tile divides 7 output channels: the row kernel takes it
+
+
+def test_28x28_plane_takes_seven_vector_tiles_in_place():
+    """28x28 (49 vectors, which no ``TILES`` entry divides): 3 channels x 7 vectors, the input read in place;
+    not over 192 input channels (86 KiB under a tile, re-read by every channel tile)."""
+    kernel = _conv_kernel(_module(32, 192, 28, True)[0], ZEN5)
+    assert "T.unroll(T.int64(3))" in kernel and "T.unroll(T.int64(7))" in kernel and "_pad" not in kernel
+    assert "T.unroll(T.int64(7))" not in _conv_kernel(_module(192, 48, 28, True)[0], ZEN5)
