@@ -297,19 +297,20 @@ def _pixel_vectors(sch: Schedule, acc, store, width: int, tiles: tuple[int, int]
 
 
 def vnni_pixel_conv2d(sch: Schedule, conv, epilogue, pad) -> bool:
-    """int8 1x1 stride-1 conv2d on ``vpdpbusd`` pixel vectors (``_pixel_vectors``): the input staged
-    ``[N, C / 4, P, 4]`` once per call, the weights packed ``[O / F, C / 4, F, 4]`` at compile time. A map that
-    is not whole 16-pixel vectors (SqueezeNet's 55x55, 27x27, 13x13) is computed padded to whole vectors
-    (``pad_einsum``; ``int8_shift_staging.unguard_padded_pixels``: the pixels past the map feed only accumulators
-    that are never stored), measured 2-9x on SqueezeNet's 1x1 convs, whose rows were 1-5 pixel channel-vector tiles.
-    False (nothing changed) when the conv is not that, or would be padded and its map is under one vector (mostly
-    padding) or its epilogue reads a residual map."""
+    """int8 1x1 unpadded conv2d on ``vpdpbusd`` pixel vectors (``_pixel_vectors``): the input pixels it reads (every
+    ``stride``-th of a strided conv) staged ``[N, C / 4, P, 4]`` once per call, the weights packed
+    ``[O / F, C / 4, F, 4]`` at compile time. A map that is not whole 16-pixel vectors (SqueezeNet's 55x55, 27x27,
+    13x13) is computed padded to whole vectors (``pad_einsum``; ``int8_shift_staging.unguard_padded_pixels``: the
+    pixels past the map feed only accumulators that are never stored), measured 2-9x on SqueezeNet's 1x1 convs, whose
+    rows were 1-5 pixel channel-vector tiles. Strided (AS-ResNet's projections), 112x112 -> 56x56, 32 -> 32 channels
+    on 2 threads: 1.65 -> 0.037 ms (the channel-vector kernel's NHWC copy of the whole input had both threads write
+    the same cache lines). False (nothing changed) when the conv is not that, or would be padded and its map is
+    under one vector (mostly padding) or its epilogue reads a residual map."""
     block = conv.block
     _, out_ch, height, width, channels, kh, kw = extents(sch, sch.get_loops(block))
-    in_shape = [int(d) for d in conv.data.shape[2:]]
     pixels = -(-height * width // VNNI_LANES) * VNNI_LANES
     tiles = pixel_vector_tile(out_ch, pixels)
-    if (kh, kw) != (1, 1) or in_shape != [height, width] or channels % 4 or tiles is None \
+    if (kh, kw) != (1, 1) or (pad is not None and cpu_common.has_guard(sch, pad)) or channels % 4 or tiles is None \
             or (pixels != height * width and (height * width < VNNI_LANES or _reads_another_map(sch, epilogue, block))):
         return False
     if epilogue is None:
@@ -317,16 +318,18 @@ def vnni_pixel_conv2d(sch: Schedule, conv, epilogue, pad) -> bool:
     else:
         sch.set_scope(block, 0, "global")
         store = epilogue
-    data = pad if pad is not None else sch.cache_read(block, cpu_common.read_index(sch, block, conv.data), "global")
-    flat = IndexMap.from_func(lambda n, c, h, w: (n, c, h * width + w))
-    sch.transform_layout(data, ("write", 0), flat)
-    sch.transform_block_layout(data, flat)
+    if pad is not None:
+        sch.compute_inline(pad)  # a plain copy: the stage below reads the input itself
     _one_pixel_axis(sch, block, width)
+    data = sch.reindex(block, ("read", next(i for i, r in enumerate(sch.get(block).reads)
+                                            if not r.source.same_as(conv.weight))))
+    sch.transform_block_layout(data, lambda n, p, c: (n, c, p))
+    sch.transform_layout(data, ("write", 0), lambda n, p, c: (n, c, p))
     if pixels != height * width:
         sch.pad_einsum(block, [1, 1, VNNI_LANES, 1])
         sch.compute_inline(data)
         (data,) = sch.get_producers(block)
-        int8_shift_staging.unguard_padded_pixels(sch, data)
+        int8_shift_staging.unguard_padded_pixels(sch, data, height * width)
         sch.compute_inline(sch.get_consumers(block)[0])  # the store reads the padded accumulators
         store = _pad_store(sch, store, width, conv)
     sch.transform_layout(data, ("write", 0), lambda n, c, p: (n, c // 4, p, c % 4))
@@ -398,13 +401,16 @@ def vnni_pixel_shift_conv2d(sch: Schedule, blocks: dict) -> bool:
     staged ``[N, C / 4, H' * W', 4]`` once per call (channel by channel, so each channel's offsets and
     bilinear weights are loop-invariant), the ``[C, O]`` panel packed ``[O / F, C / 4, F, 4]``. False
     (nothing changed) when the output map is not whole 16-pixel vectors, its rows are wide (``cpu.STAGE_ROWS_FROM``:
-    56x56, 64 -> 64 channels: staged once per call measured 1.2x slower than the per-row staging) or the layout is
-    not NCHW."""
+    56x56, 64 -> 64 channels: staged once per call measured 1.2x slower than the per-row staging), unstrided
+    (AS-ResNet's 112x112 -> 56x56 active shift, 32 channels: per row 0.29 ms, once per call 0.19 ms on one Zen 5
+    core) and fit the channel-vector tile (FE-Net's 56x56 144 -> 24: the int32 fallback 1.2 ms, pixel vectors 0.40),
+    or the layout is not NCHW."""
     acc, stage = blocks["shift_conv2d"], blocks["shift_conv2d_input"]
     store = blocks.get("shift_conv2d_epilogue")
     _, out_ch, height, width, _ = extents(sch, sch.get_loops(acc))
     tiles = pixel_vector_tile(out_ch, height * width)
-    if tiles is None or width >= cpu.STAGE_ROWS_FROM \
+    if tiles is None or (width >= cpu.STAGE_ROWS_FROM and cpu.reads_unit_stride(sch, stage)
+                         and vnni_tile(out_ch, width) is not None) \
             or (store is not None and len(sch.get(store).writes[0].region) != 4):  # NCHW4c output
         return False
     if store is None:

@@ -106,12 +106,13 @@ def unguard_bilinear_taps(sch: Schedule, stage) -> bool:
     return True
 
 
-def unguard_padded_pixels(sch: Schedule, stage) -> bool:
-    """A stage ``[n, c, p] = if_then_else(p < P, x[n, c, p // W, p % W], 0)`` (``pad_einsum``'s input of a map of
-    ``P >= 16`` pixels padded to whole 16-pixel vectors) reading ``x`` unguarded: the padded pixels only feed
-    accumulators that are never stored; a channel's are the next plane's first (at most 15 < ``P``) pixels, inside
-    ``x``, but for the tensor's last group of 4 channels, which read their last pixel instead. (A per-lane test made
-    TVM scalarize the stage.) False (nothing changed) when the stage is not that."""
+def unguard_padded_pixels(sch: Schedule, stage, pixels: int) -> bool:
+    """A stage ``[n, c, p] = if_then_else(p < pixels, x[n, c, y(p), x(p)], 0)`` (``pad_einsum``'s input of a map of
+    ``pixels >= 16`` pixels padded to whole 16-pixel vectors; ``y, x`` the pixel's input row and column, strided or
+    not) reading ``x`` unguarded: the padded pixels only feed accumulators that are never stored; a channel's read
+    into the next plane, inside ``x``, but for the tensor's last group of 4 channels, which read their last pixel
+    instead. (A per-lane test made TVM scalarize the stage.) False (nothing changed) when the stage is not that or
+    its padded pixels reach past the next plane."""
     block = sch.get(stage)
     store = block.body
     taps = cpu.guarded_loads(store.value) if isinstance(store, tirx.BufferStore) else []
@@ -120,8 +121,14 @@ def unguard_padded_pixels(sch: Schedule, stage) -> bool:
     load = taps[0].args[1]
     channels, height, width = (int(d) for d in load.source.shape[1:])
     v_c, v_p = block.iter_vars[1].var, block.iter_vars[2].var
-    last = tirx.min(v_p, tirx.IntImm(v_p.ty, height * width - 1))
-    clamped = tirx.BufferLoad(load.source, [load.indices[0], load.indices[1], last // width, last % width])
+    analyzer = tvm.sym.Analyzer()
+    analyzer.bind(v_p, block.iter_vars[2].dom)
+    reach = analyzer.const_int_bound(load.indices[2] * width + load.indices[3]).max_value
+    if reach >= 2 * height * width:
+        return False
+    last = tirx.min(v_p, tirx.IntImm(v_p.ty, pixels - 1))
+    clamped = tirx.BufferLoad(load.source, [tvm_ffi.structural_map(
+        i, (tirx.Var, lambda v: last if v.same_as(v_p) else v)) for i in load.indices])
     # per group of 4 channels (what a 4-byte dot product reads): one loop-invariant test that LLVM unswitches, so
     # the 4 channel vectors still interleave into one store
     body = tirx.IfThenElse(v_c // 4 < (channels - 1) // 4, tirx.BufferStore(store.buffer, load, store.indices),

@@ -49,7 +49,8 @@ def test_without_vnni_or_a_fitting_tile_no_vpdpbusd():
     # active shift on channel vectors: staged once per call (narrow maps, 7x7 and 9x11 outputs, stride 2) or
     # per row (50 wide)
     ("active", 1, True, (7, 7), True), ("active", 1, True, (9, 11), False), ("active", 2, True, (13, 11), False),
-    ("active", 1, True, (3, 50), False)])
+    ("active", 1, True, (3, 50), False),
+    ("active", 2, True, (8, 112), True), ("sparse", 2, True, (8, 112), False)])  # wide strided: pixel vectors
 def test_vnni_kernel_bit_exact_on_host(kind, stride, requant, size, residual):
     """Full int8 range (the sign-bit flip and its weight- or activation-sum correction must cancel exactly),
     both micro-kernels (channel vectors: 2 output-channel tiles of 64; pixel vectors spanning rows), against
@@ -81,16 +82,31 @@ def test_int8_active_shift_taps_untested_where_the_pixels_vectorize(size, tested
     assert ("if_then_else" in kernel.script()) == tested
 
 
-@pytest.mark.parametrize("size, packed", [(16, [8, 16, 1, 1, 8, 4]),  # pixel vectors: 8 output channels x 4
-                                           (14, [4, 16, 1, 1, 16, 4]),  # channel vectors: 16 x 4, narrow map
-                                           (56, [4, 16, 1, 1, 16, 4])])  # channel vectors, staged per row
-def test_int8_shift_conv2d_weights_are_packed_at_compile_time(size, packed):
+@pytest.mark.parametrize("size, stride, packed", [
+    (16, 1, [8, 16, 1, 1, 8, 4]),  # pixel vectors: 8 output channels x 4
+    (14, 1, [4, 16, 1, 1, 16, 4]),  # channel vectors: 16 x 4, narrow map
+    (56, 1, [4, 16, 1, 1, 16, 4]),  # channel vectors, staged per row
+    (112, 2, [8, 16, 1, 1, 8, 4])])  # wide but strided: pixel vectors (per-row staging measured 1.6x slower)
+def test_int8_shift_conv2d_weights_are_packed_at_compile_time(size, stride, packed):
     """Both VNNI micro-kernels read the weight packed in their order as a constant: the kernel packs nothing."""
-    lowered, found = kernels(int8_module(kind="active", size=size), ZEN4)
+    lowered, found = kernels(int8_module(kind="active", size=size, stride=stride), ZEN4)
     (name, kernel), = found.items()
     assert name.endswith("_prepacked") and "vpdpbusd" in kernel.script()
     assert packed in constant_shapes(lowered) and [64, 64, 1, 1] not in constant_shapes(lowered)
     assert "shift_conv2d_weight" not in kernel.script()
+
+
+@pytest.mark.skipif(not has_vnni(targets.get_target("host")), reason="this host has no AVX-512 VNNI")
+def test_wide_int8_shift_conv2d_without_a_channel_vector_tile_takes_pixel_vectors_bit_exact():
+    """FE-Net's 144 -> 24 channel ``shift_conv2d`` on 56x56 (24 outputs: no 16-channel tile) ran the plain int32
+    fallback (1.2 ms on one Zen 5 core); pixel vectors of 6 output channels (0.40 ms), bit-exact."""
+    make, x, expected = conv_int8_case("sparse", 144, 24, (56, 56), activation="relu", x_zp=-7, per_channel=True,
+                                       residual=True, seed=9)
+    mod = build_module(make, [(x.shape, "int8")])
+    lowered, found = kernels(mod, ZEN4)
+    assert [4, 36, 1, 1, 6, 4] in constant_shapes(lowered) and "vpdpbusd" in next(iter(found.values())).script()
+    vm = relax.VirtualMachine(pipeline.build(mod, "host"), tvm.cpu())
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
 
 
 def int8_conv2d_module(x_shape, w, stride=1):
@@ -181,16 +197,16 @@ def test_requantized_stem_and_depthwise_bit_exact_on_host(channels, out_channels
     np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
 
 
-def requantized_1x1_case(channels, out_channels, size, seed=6):
+def requantized_1x1_case(channels, out_channels, size, seed=6, stride=1):
     """A requantized 1x1 conv (full-range input and weights, outputs across the whole int8 range) and its reference."""
     rng = np.random.default_rng(seed)
     x = rng.integers(-128, 128, (1, channels, *size)).astype("int8")
     w = rng.integers(-128, 128, (out_channels, channels, 1, 1)).astype("int8")
     bias = rng.integers(-4000, 4000, out_channels).astype("int32")
     scale = (2.0 ** -(7 + np.arange(out_channels) % 5)).astype("float32")
-    acc = ref.conv2d_acc(x, w).astype(np.int64) + bias[None, :, None, None]
-    return requantized_conv_module(x.shape, w, bias, scale), x, ref.requantize(acc.astype(np.int32),
-                                                                                 scale[None, :, None, None])
+    acc = ref.conv2d_acc(x, w, stride).astype(np.int64) + bias[None, :, None, None]
+    return requantized_conv_module(x.shape, w, bias, scale, stride), x, ref.requantize(acc.astype(np.int32),
+                                                                                         scale[None, :, None, None])
 
 
 def test_1x1_conv_on_a_map_of_partial_pixel_vectors_takes_padded_pixel_vectors():
@@ -218,6 +234,31 @@ def test_requantized_1x1_conv_on_padded_pixel_vectors_bit_exact_on_host(channels
     """The padded pixels read past each channel's plane (the next one's first pixels, or the last channels' clamped
     last pixel) and must never reach the output; the copy-out must drop exactly the padding."""
     mod, x, expected = requantized_1x1_case(channels, out_channels, size)
+    vm = relax.VirtualMachine(pipeline.build(mod, "host"), tvm.cpu())
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
+
+
+@pytest.mark.parametrize("size, pixels", [((112, 112), 3136), ((14, 14), 64)])
+def test_strided_1x1_conv_stages_only_the_pixels_it_reads(size, pixels):
+    """AS-ResNet's stride-2 projections: pixel vectors over the input's every other pixel of every other row, staged
+    ``[C / 4, P, 4]`` (7x7 outputs padded to 64 pixels), not the channel-vector kernel's NHWC copy of the whole input
+    (112x112, 32 channels: that copy ran both threads over the same cache lines, 1.65 ms against 0.04)."""
+    mod, _, _ = requantized_1x1_case(32, 32, size, stride=2)
+    _, found = kernels(mod, ZEN4)
+    (_, kernel), = found.items()
+    script = kernel.script()
+    assert f"(T.int64(1), T.int64(8), T.int64({pixels}), T.int64(4))" in script and "if_then_else" not in script
+    assert "vpdpbusd" in script
+
+
+@pytest.mark.skipif(not has_vnni(targets.get_target("host")), reason="this host has no AVX-512 VNNI")
+@pytest.mark.parametrize("channels, out_channels, size, stride", [
+    (32, 32, (16, 16), 2), (16, 64, (15, 31), 2),  # whole 16-pixel vectors: 8x8, 8x16 outputs
+    (64, 128, (14, 14), 2), (32, 16, (13, 13), 2), (8, 16, (12, 17), 3)])  # padded: 7x7, 7x7, 4x6 outputs
+def test_requantized_strided_1x1_conv_bit_exact_on_host(channels, out_channels, size, stride):
+    """The staging subsamples rows and columns; the padded pixels of a strided map reach further past each channel's
+    plane (rows of ``stride`` input rows) and must still stay inside the input and never reach the output."""
+    mod, x, expected = requantized_1x1_case(channels, out_channels, size, stride=stride)
     vm = relax.VirtualMachine(pipeline.build(mod, "host"), tvm.cpu())
     np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
 
