@@ -26,11 +26,17 @@ from ._blocks import extents, trivially_bound
 from .cpu_common import PARALLEL_MIN_WORK, has_guard, inline_all, kinds, root_blocks, vector_lanes
 from .cpu_loop_nest import SMALL_WINDOW
 
+LOCAL_ROW_MAX = 16
+"""Longest output row accumulated in a local row, however many lanes the type has: LLVM unrolled an int8 local
+row of 17-27 pixels into a masked load and a horizontal max per pixel (Zen 5: 128x35 -> 17, 128x41 -> 20,
+128x55 -> 27 took 7-20x the time of the inlined pool, 128x56 -> 28, whose padding the window reaches, 8x
+that of ``cpu_loop_nest``), while int8 rows up to 16 (SqueezeNet's 27 -> 13) stay 1.3-17x faster there."""
+
 
 def schedule_max_pool(sch: Schedule, target) -> bool:
-    """A function that is one NCHW max pool (and its padding stage) whose output rows fit one vector
-    (measured on SqueezeNet: 13-pixel rows 3.2x faster, 27 even, 55 1.15x slower), or wider rows never
-    reaching its padding (``_unpadded_rows``); False for anything else."""
+    """A function that is one NCHW max pool (and its padding stage) whose output rows fit one vector and
+    ``LOCAL_ROW_MAX`` (measured on SqueezeNet: 13-pixel rows 3.2x faster, 27 even, 55 1.15x slower), or
+    wider rows never reaching its padding (``_unpadded_rows``); False for anything else."""
     pools = [b for b in root_blocks(sch) if kinds(sch, b) == "SSSSRR"]
     if len(pools) != 1 or not trivially_bound(sch, pools[0]) or sch.get_consumers(pools[0]):
         return False
@@ -39,7 +45,7 @@ def schedule_max_pool(sch: Schedule, target) -> bool:
     sizes = extents(sch, sch.get_loops(pool))
     if not isinstance(b.body.value, tirx.Max) or math.prod(sizes[4:]) > SMALL_WINDOW:
         return False
-    if sizes[3] > vector_lanes(target, str(b.body.buffer.dtype)):
+    if sizes[3] > min(vector_lanes(target, str(b.body.buffer.dtype)), LOCAL_ROW_MAX):
         return _unpadded_rows(sch, pool, sizes)
     padding = {sch.get(b).name_hint for b in root_blocks(sch)
                if has_guard(sch, b) and any("R" in kinds(sch, c) for c in sch.get_consumers(b))}

@@ -429,6 +429,26 @@ def test_wide_max_pools_inline_a_padding_stage_their_window_never_reaches(shape,
     assert ("pad_temp" in pool) == padded
 
 
+@pytest.mark.parametrize("shape, path", [((1, 8, 27, 27), "local"), ((1, 8, 35, 37), "inlined"),
+                                         ((1, 8, 55, 55), "inlined"), ((1, 4, 56, 45), "padded")])
+def test_int8_max_pools_bit_exact(shape, path):
+    """int8 ``ceil_mode`` 3x3 s2 pools at the ends of the range (windows of only -128, the padding value, and
+    127s): rows up to ``cpu_pool.LOCAL_ROW_MAX`` accumulate locally, longer ones inline an unreached padding
+    stage, a padding the window reaches keeps its stage; against a numpy reference."""
+    x = np.random.default_rng(1).integers(-128, 128, shape).astype("int8")
+    x[:, :, :5, :7] = -128
+    x[:, :, -3:, -4:] = 127
+    mod = build_module(lambda v: relax.op.nn.max_pool2d(v, 3, 2, ceil_mode=True), [(x.shape, "int8")])
+    out_h, out_w = (-(-(d - 3) // 2) + 1 for d in shape[2:])
+    padded = np.pad(x, ((0, 0), (0, 0), (0, 2 * out_h + 1 - shape[2]), (0, 2 * out_w + 1 - shape[3])),
+                    constant_values=-128)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(2, 3))[:, :, ::2, ::2]
+    np.testing.assert_array_equal(_run(mod, x), windows.max(axis=(4, 5)))
+    (pool,) = [f.script() for name, f in _kernels(mod).items() if "pool" in name]
+    assert ('scope="local"' in pool, "pad_temp" in pool) == {"local": (True, True), "inlined": (False, False),
+                                                             "padded": (False, True)}[path]
+
+
 def _batch_norm_relu(v, channels):
     c = lambda a: relax.const(a.reshape(1, channels, 1, 1))  # noqa: E731
     mean, var, gamma, beta = (RNG.uniform(lo, hi, channels).astype("float32") for lo, hi in
