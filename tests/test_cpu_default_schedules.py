@@ -18,6 +18,7 @@ from schedules import cpu_common, generic_cpu
 from tvm_ecnn.compiler_pass import apply_default_cpu_schedules
 from tvm_ecnn.compiler_pass.apply_default_cpu_schedules import ApplyDefaultCpuSchedules
 from tvm_ecnn.pipeline import build, relax_pipeline
+from tvm_ecnn.quantize import int8_ops
 
 RNG = np.random.default_rng(0)
 
@@ -415,6 +416,19 @@ def test_max_pools_on_short_rows_accumulate_rows_locally(shape):
         assert 'scope="local"' in pool
 
 
+@pytest.mark.parametrize("shape, local", [((1, 8, 55, 55), False), ((1, 6, 54, 54), False), ((1, 8, 27, 27), True)])
+def test_int8_max_pools_accumulate_rows_locally_only_on_float32_vector_rows(shape, local):
+    """``cpu_pool.py``: int8 output rows of 27 fit one 64-lane vector but take the wide-row rules (a local row
+    there measured 2-8x slower); rows of 13 keep it. Bit for bit."""
+    x = RNG.integers(-128, 128, shape).astype("int8")
+    make, ref = POOLS["max 3x3 s2"]
+    mod = build_module(make, [(x.shape, "int8")])
+    expected = ref(torch.from_numpy(x.astype("float32"))).numpy().astype("int8")
+    np.testing.assert_array_equal(_run(mod, x), expected)
+    (pool,) = [f.script() for name, f in _kernels(mod).items() if "pool" in name]
+    assert ('scope="local"' in pool) == local
+
+
 @pytest.mark.parametrize("shape, padded", [((1, 8, 111, 111), False), ((2, 5, 55, 37), False),
                                            ((1, 8, 66, 67), True), ((1, 6, 57, 66), True)])
 def test_wide_max_pools_inline_a_padding_stage_their_window_never_reaches(shape, padded):
@@ -481,3 +495,28 @@ def test_concatenate_is_a_plane_copy():
     np.testing.assert_array_equal(_run(mod, a, b), np.concatenate([a, b], 1))
     (kernel,) = [f.script() for f in _kernels(mod).values()]
     assert "T.int64(143)" in kernel  # 13 x 11: one run per channel plane
+
+
+@pytest.mark.parametrize("shape, zero_point", [((1, 3, 224, 224), 0), ((1, 3, 224, 224), -3), ((1, 3, 13, 7), 5)])
+def test_int8_quantize_vectors_stay_within_rows_and_round_ties_to_even(shape, zero_point):
+    """``cpu_injective.py``: the input quantize ``clip(rint(x * 4) + zp, -128, 127)``, its fused rows of 224 not a
+    multiple of 64 int8 lanes, takes vectors the rows divide (not one load and store per lane); exact halves round
+    to even and values far outside the int8 range saturate, bit for bit."""
+    x = RNG.uniform(-40, 40, shape).astype("float32")  # x * 4 reaches +-160
+    flat = x.reshape(-1)
+    flat[::3] = (RNG.integers(-160, 160, flat[::3].size) + 0.5) / 4  # exact halves after * 4 (1/4 is exact)
+    flat[1::97] = RNG.choice([-1e6, 1e6, -0.125, 0.125, 0.375, -0.375], flat[1::97].size)
+    bb = relax.BlockBuilder()
+    v = relax.Var("x", relax.TensorType(shape, "float32"))
+    with bb.function("main", [v]):
+        with bb.dataflow():
+            out = bb.emit_output(int8_ops.quantize(bb, v, np.float32(0.25), zero_point))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    expected = np.clip(np.rint(x * np.float32(4)) + zero_point, -128, 127).astype("int8")
+    assert np.count_nonzero(np.abs(x * 4) % 1 == 0.5) > x.size // 4
+    np.testing.assert_array_equal(_run(mod, x), expected)
+    (kernel,) = [f.script() for f in _kernels(mod).values()]
+    widths = [int(w) for w in re.findall(r"T\.vectorized\(T\.int64\((\d+)\)\)", kernel)]
+    assert all(shape[-1] % w == 0 or w % shape[-1] == 0 for w in widths)
+    assert bool(widths) == (shape[-1] == 224)  # rows of 7 in no vector width: LLVM's loop vectorizer
