@@ -117,7 +117,7 @@ def schedule_conv2d(sch: Schedule, conv: Conv2d, target) -> None:
     elif channel_vectors_fit(sch, conv, pad, lanes, width, target):
         channel_vectors(sch, conv, epilogue, pad, lanes, pixels)
     else:
-        per_channel(sch, conv, epilogue, pad, vector)
+        per_channel(sch, conv, epilogue, pad, vector, target)
     for name in rest:  # e.g. a squeeze-excitation broadcast after a 1x1 conv on a 1x1 map
         try:
             schedule_block(sch, sch.get_sblock(name), lanes)

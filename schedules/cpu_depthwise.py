@@ -9,15 +9,17 @@ from tvm.s_tir import Schedule
 from .cpu_common import has_guard, loads
 from .cpu_conv2d_block import Conv2d, accumulate_locally, pack_weights, parallel_conv
 from .cpu_loop_nest import stage_padding
+from .cpu_stem import exact_in_fp32, replace_update
 
 
-def per_channel(sch: Schedule, conv: Conv2d, epilogue, pad, vector: int) -> None:
+def per_channel(sch: Schedule, conv: Conv2d, epilogue, pad, vector: int, target) -> None:
     """Per (n, channel) in parallel: pad, convolve and finish one channel while it is in L1.
 
     Stride-1 rows (``vector`` > 1, a divisor of the row: no tail) are ``vector``-pixel accumulator
     vectors over the unrolled taps, each tap one contiguous load, then the epilogue on the same
     vector (measured 1.2-5x over LLVM's vectorizer on MobileNetV2's 112x112 ... 7x7 maps; in float32 power-of-two
-    vectors where they divide the row, ``_whole_vectors``). Strided
+    vectors where they divide the row, ``_whole_vectors``; int8 there too when its padded input can be staged
+    in fp32, ``stage_in_fp32``). Strided
     rows stay with LLVM's loop vectorizer (TVM's ``vectorize`` scalarizes their loads, 2-4x slower) unless
     they are float32 stride-2 rows of up to ``DEINTERLEAVE_MAX_WIDTH`` outputs: those read a padding copy
     storing even and odd columns apart as stride-1 rows (``_deinterleave_fits``)."""
@@ -25,7 +27,10 @@ def per_channel(sch: Schedule, conv: Conv2d, epilogue, pad, vector: int) -> None
     if vector == 1 and _deinterleave_fits(sch, conv, pad, width := int(sch.get(x).extent)):
         sch.transform_layout(pad, ("write", 0), lambda n_, c_, h_, w_: (n_, c_, h_, w_ % 2, w_ // 2))
         vector = width
-    vector = _whole_vectors(sch, conv, vector, int(sch.get(x).extent))
+    power = _whole_vectors(vector, int(sch.get(x).extent))
+    in_fp32 = power != vector and _stages_in_fp32(sch, conv, pad, target)
+    if in_fp32 or str(sch.get(conv.block).body.buffer.dtype) == "float32":
+        vector = power
     chan = sch.fuse(n, f)
     if pad is not None and not has_guard(sch, pad):
         sch.compute_inline(pad)
@@ -44,7 +49,9 @@ def per_channel(sch: Schedule, conv: Conv2d, epilogue, pad, vector: int) -> None
         epilogue = sch.cache_write(conv.block, 0, "local")
     else:
         sch.set_scope(conv.block, 0, "local")
-    sch.reverse_compute_at(epilogue, xo)
+    if in_fp32:
+        stage_in_fp32(sch, conv, pad)
+    sch.reverse_compute_at(epilogue, y if in_fp32 else xo)
     for tap in taps:
         sch.unroll(tap)
     sch.vectorize(xi)
@@ -53,16 +60,39 @@ def per_channel(sch: Schedule, conv: Conv2d, epilogue, pad, vector: int) -> None
     sch.decompose_reduction(conv.block, taps[0])
 
 
-def _whole_vectors(sch: Schedule, conv: Conv2d, vector: int, width: int) -> int:
-    """A float32 row of odd-width vectors (``pixel_vector_width``'s 14 on a 56-pixel row) as power-of-two
+def _whole_vectors(vector: int, width: int) -> int:
+    """A row of odd-width vectors (``pixel_vector_width``'s 14 on a 56-pixel row) as power-of-two
     vectors when their width divides the row (8): LLVM assembles every 14-lane tap from three loads and two
-    inserts, where an 8-lane tap is one load. Measured 0.75x the time on MobileNetV2's 144x56x56 (Zen 5, 1 thread);
-    whole-row vectors (56 lanes: 1.04x; 28 on a 28-pixel row: 1.3x) and 4- or 7-lane ones were slower."""
-    if vector <= 1 or vector == width or not vector & (vector - 1) \
-            or str(sch.get(conv.block).body.buffer.dtype) != "float32":
+    inserts, where an 8-lane tap is one load. Measured (float32) 0.75x the time on MobileNetV2's 144x56x56 (Zen 5,
+    1 thread); whole-row vectors (56 lanes: 1.04x; 28 on a 28-pixel row: 1.3x) and 4- or 7-lane ones were slower."""
+    if vector <= 1 or vector == width or not vector & (vector - 1):
         return vector
     power = 1 << (vector.bit_length() - 1)
     return power if width % power == 0 else vector
+
+
+def _stages_in_fp32(sch: Schedule, conv: Conv2d, pad, target) -> bool:
+    """An int8 conv (``exact_in_fp32``) with a padding stage to convert its input in."""
+    return pad is not None and has_guard(sch, pad) and exact_in_fp32(sch, conv, target)
+
+
+def stage_in_fp32(sch: Schedule, conv: Conv2d, pad) -> None:
+    """An int8 depthwise conv (``_stages_in_fp32``, its accumulators local) on its input converted to fp32 once,
+    in the padding stage: per tap one FMA on a staged 8-pixel vector (``_whole_vectors``; the scalar weight
+    converted once per channel) where int32 takes a sign extension, ``vpmulld`` and ``vpaddd``, or odd 14-lane
+    loads; the epilogue reads the accumulators back as int32 (bit-exact: ``exact_in_fp32``), and ``per_channel``
+    runs it once per row (four wide narrowing stores, not seven 8-byte ones). Measured on MobileNetV2's int8
+    144x56x56 (Zen 5, 1 and 2 threads): 0.87-0.89x the time; fp32 staging with the epilogue per vector 0.99x,
+    8-lane int32 vectors 0.94-1.07x, 28- or 56-lane fp32 vectors 0.92-1.04x. Not taken where it measured
+    1.0-1.16x: strided rows, 16-lane rows (112 pixels), 28-pixel rows (14- or 28-lane) and channel vectors."""
+    sch.unsafe_set_dtype(pad, 0, "float32")
+    sch.unsafe_set_dtype(conv.block, 0, "float32")  # its loads are cast back: the update is rebuilt below
+    block = sch.get(conv.block)
+    store = block.body
+    found = loads(store.value)
+    acc, data, weight = [next(x for x in found if x.source.same_as(buffer))
+                         for buffer in (store.buffer, sch.get(pad).writes[0].source, conv.weight)]
+    replace_update(sch, conv, acc + data * tirx.Cast("float32", weight))
 
 
 DEINTERLEAVE_MAX_WIDTH = 16

@@ -94,13 +94,9 @@ FP32_EXACT = 1 << 24
 """Integers up to which every fp32 sum is exact (a 24-bit significand)."""
 
 
-def accumulate_in_fp32(sch: Schedule, conv: Conv2d, target) -> bool:
-    """An int8 x int8 -> int32 stem on the pixel-vector kernel (scheduled: reduction decomposed, weights
-    packed) accumulating in fp32 instead: per step one FMA on the input converted to fp32, the packed weights
-    converted at compile time, the epilogue reading the accumulators back as int32. Bit-exact: every partial
-    sum is an integer below ``FP32_EXACT`` (27 taps of 128 x 128: 442368). x86 only (NEON keeps its int32
-    ``mla``); False (nothing changed) otherwise or when the bound does not hold. Measured (MobileNetV2's
-    int8 stem, 1 thread) 232 -> 128 us."""
+def exact_in_fp32(sch: Schedule, conv: Conv2d, target) -> bool:
+    """An int8 / uint8 x int8 / uint8 -> int32 conv on x86 whose every partial sum is an integer below
+    ``FP32_EXACT`` (so exact in fp32). NEON keeps its int32 ``mla``."""
     block = sch.get(conv.block)
     store = block.body
     operands = [x for x in loads(store.value) if not x.source.same_as(store.buffer)]
@@ -110,7 +106,17 @@ def accumulate_in_fp32(sch: Schedule, conv: Conv2d, target) -> bool:
         return False
     largest = math.prod(2 ** t.bits - 1 if t.type_code == 1 else 2 ** (t.bits - 1) for t in types)
     terms = math.prod(int(iv.dom.extent) for iv in block.iter_vars if iv.iter_type == tirx.IterVar.CommReduce)
-    if terms * largest >= FP32_EXACT:
+    return terms * largest < FP32_EXACT
+
+
+def accumulate_in_fp32(sch: Schedule, conv: Conv2d, target) -> bool:
+    """An int8 x int8 -> int32 stem on the pixel-vector kernel (scheduled: reduction decomposed, weights
+    packed) accumulating in fp32 instead: per step one FMA on the input converted to fp32, the packed weights
+    converted at compile time, the epilogue reading the accumulators back as int32. Bit-exact: every partial
+    sum is an integer below ``FP32_EXACT`` (27 taps of 128 x 128: 442368). x86 only (NEON keeps its int32
+    ``mla``); False (nothing changed) otherwise or when the bound does not hold. Measured (MobileNetV2's
+    int8 stem, 1 thread) 232 -> 128 us."""
+    if not exact_in_fp32(sch, conv, target):
         return False
     (packed,) = [b for b in sch.get_producers(conv.block) if WEIGHT_PREPACK in sch.get(b).annotations]
     for stage in (conv.block, packed):
@@ -121,8 +127,15 @@ def accumulate_in_fp32(sch: Schedule, conv: Conv2d, target) -> bool:
     acc, weight = [next(x for x in found if x.source.same_as(buffer))
                    for buffer in (store.buffer, sch.get(packed).writes[0].source)]
     (data,) = [x for x in found if not x.source.same_as(acc.source) and not x.source.same_as(weight.source)]
+    replace_update(sch, conv, acc + tirx.Cast("float32", data) * weight)
+    return True
+
+
+def replace_update(sch: Schedule, conv: Conv2d, value) -> None:
+    """``conv``'s update block storing ``value`` (an fp32 accumulation rebuilt after ``unsafe_set_dtype``)."""
+    block = sch.get(conv.block)
+    store = block.body
     new = tvm.s_tir.SBlock(block.iter_vars, block.reads, block.writes, block.name_hint,
-                           tirx.BufferStore(store.buffer, acc + tirx.Cast("float32", data) * weight, store.indices),
+                           tirx.BufferStore(store.buffer, value, store.indices),
                            block.init, block.alloc_buffers, block.match_buffers, block.annotations)
     sch.state.replace(sch.get_sref(conv.block), new, {block: new})
-    return True

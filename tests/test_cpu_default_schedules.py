@@ -398,6 +398,35 @@ def test_int8_depthwise_channel_vectors_bit_exact(channels, size, stride, requan
     np.testing.assert_array_equal(_run(mod, x), ref)
 
 
+@pytest.mark.parametrize("requant", [True, False])
+def test_int8_depthwise_rows_of_power_of_two_vectors_stage_fp32_bit_exact(requant):
+    """``cpu_depthwise.stage_in_fp32``: a 56-pixel stride-1 row (14-lane int32 vectors before) as 8-lane fp32
+    vectors over the input converted in the padding stage, the epilogue once per row; extreme products
+    (-128 x -128 on every tap) included, against the independent numpy reference."""
+    from int8_reference import conv2d_acc, requantize
+
+    rng = np.random.default_rng(6)
+    x = rng.integers(-128, 128, (1, 8, 56, 56)).astype("int8")
+    x[0, :2] = -128
+    x[0, 2, ::2] = 127
+    w = rng.integers(-128, 128, (8, 1, 3, 3)).astype("int8")
+    w[0], w[1], w[2] = -128, 127, -128
+    bias = rng.integers(-5000, 5000, 8).astype("int32")
+    multiplier = rng.uniform(1e-4, 2e-3, 8).astype("float32")
+    acc = conv2d_acc(x, w, 1, 1, 8)
+    assert acc.min() == -128 * 127 * 9 and acc.max() == 128 * 128 * 9  # the extreme sums of full windows
+    if requant:
+        mod = _int8_depthwise_module(x.shape, w, 1, bias, multiplier, 0, 100)
+        ref = requantize(acc + bias.reshape(1, -1, 1, 1), multiplier.reshape(1, -1, 1, 1), 0, 100)
+    else:
+        mod, ref = _int8_depthwise_module(x.shape, w, 1), acc
+    (conv,) = [f.script() for name, f in _kernels(mod).items() if "conv2d" in name]
+    assert "T.parallel(T.int64(8))" in conv and "T.vectorized(T.int64(8))" in conv  # per channel, 8-lane taps
+    assert "(T.int64(1), T.int64(8), T.int64(58), T.int64(58)))" in conv  # the padded input in fp32
+    assert "T.vectorized(T.int64(56))" in conv  # the epilogue (or the int32 store) once per row
+    np.testing.assert_array_equal(_run(mod, x), ref)
+
+
 def test_int8_depthwise_on_wide_maps_stays_per_channel():
     w = np.ones((32, 1, 3, 3), "int8")
     (conv,) = [f.script() for name, f in _kernels(_int8_depthwise_module((1, 32, 28, 28), w, 1)).items()
