@@ -77,15 +77,15 @@ def module() -> tvm.IRModule:
     return shift_conv_module()
 
 
-def start_tuning(module: tvm.IRModule, db: Path) -> tuple[subprocess.Popen, Path]:
-    """``tune(module, host, db, trials=TRIALS)`` in a new process group, SIGINT at its default (Ctrl-C raises)."""
+def start_tuning(module: tvm.IRModule, db: Path, trials: int = TRIALS) -> tuple[subprocess.Popen, Path]:
+    """``tune(module, host, db, trials=trials)`` in a new process group, SIGINT at its default (Ctrl-C raises)."""
     source, log = db.with_suffix(".json"), db.with_suffix(".log")
     source.write_text(tvm.ir.save_json(module))
     code = ("import sys, relay_ops, tvm; from tvm_ecnn.tuning import tune; "
             "tune(tvm.ir.load_json(open(sys.argv[1]).read()), 'host', sys.argv[2], trials=int(sys.argv[3]), "
             "trials_per_batch=int(sys.argv[4]), seed=0, progress=False)")
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", code, str(source), str(db), str(TRIALS), str(BATCH)],
+        proc = subprocess.Popen([sys.executable, "-c", code, str(source), str(db), str(trials), str(BATCH)],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return proc, log
@@ -143,11 +143,12 @@ def test_one_ctrl_c_drops_the_batch_in_flight_and_keeps_the_finished(module, tmp
     """One SIGINT to the tuning process (``kill -INT``) or to its whole group (a terminal's Ctrl-C, which also kills
     the builder workers) mid-search: it ends at once, and no candidate of the batch in flight is recorded."""
     db = tmp_path / "db"
-    proc, log = start_tuning(module, db)
+    proc, log = start_tuning(module, db, trials=8 * BATCH)  # batches enough that the signal finds it still tuning
     try:
         wait_for_first_batch(proc, db, log)
         before = finished_records(db)
         time.sleep(2)  # into the next batch's search or build
+        assert proc.poll() is None, f"tuning ended before it was interrupted:\n{log.read_text()[-3000:]}"
         if to == "group":
             os.killpg(proc.pid, signal.SIGINT)
         else:
