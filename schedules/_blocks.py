@@ -8,7 +8,7 @@ from __future__ import annotations
 import tvm
 import tvm_ffi
 from tvm import tirx
-from tvm.s_tir import SBlockRealize, Schedule
+from tvm.s_tir import SBlock, SBlockRealize, Schedule
 
 # The block a fused function is scheduled around, most specific first.
 ANCHORS = ("shift_conv2d", "active_shift2d", "sparse_shift2d", "shift2d")
@@ -91,3 +91,16 @@ def replace_outer_loops(sch: Schedule, block_rv, depth: int, new) -> None:
         f = sch.get(loop)
         nest = tirx.For(f.loop_var, f.min, f.extent, f.kind, nest)
     sch.state.replace(sch.get_sref(loops[0]), nest, {sch.get(block_rv): new})
+
+
+def replace_by_plane_block(sch: Schedule, block_rv, buffer, body) -> None:
+    """Replace the NCHW block ``block_rv`` (iterators ``n, c, h, w``) and its two inner loops by one block per plane
+    ``[n, c]`` running ``body``, which writes the whole ``[n, c]`` plane of ``buffer`` and may read the whole planes
+    the block read."""
+    block = sch.get(block_rv)
+    v_n, v_c, v_h, v_w = (iv.var for iv in block.iter_vars)
+    span = tvm.ir.Range.from_min_extent
+    writes = [tirx.BufferRegion(buffer, [span(v_n, 1), span(v_c, 1), *(span(0, int(d)) for d in buffer.shape[2:])])]
+    new = SBlock(block.iter_vars[:2], [whole_along(r, v_h, v_w) for r in block.reads], writes, block.name_hint, body,
+                 None, block.alloc_buffers, block.match_buffers, block.annotations)
+    replace_outer_loops(sch, block_rv, 2, new)

@@ -18,7 +18,7 @@ import tvm_ffi
 from tvm import tirx
 from tvm.s_tir import SBlock, SBlockRealize, Schedule
 
-from ._blocks import replace_outer_loops, trivially_bound, uses, whole_along
+from ._blocks import replace_by_plane_block, trivially_bound, uses, whole_along
 
 
 def _flatten(expr, kind) -> list:
@@ -231,9 +231,5 @@ def blend_planes(sch: Schedule, block_rv) -> bool:
     body = tirx.SeqStmt(binds + bounds + [flat, rows_of(const(0), top), rows_of(bottom, const(height)),
                                           columns_of(const(0), lo), columns_of(hi, const(width))])
 
-    span = tvm.ir.Range.from_min_extent
-    writes = [tirx.BufferRegion(store.buffer, [span(v_n, 1), span(v_c, 1), span(0, height), span(0, width)])]
-    new = SBlock(block.iter_vars[:2], [whole_along(r, v_h, v_w) for r in block.reads], writes, block.name_hint, body,
-                 None, block.alloc_buffers, block.match_buffers, block.annotations)
-    replace_outer_loops(sch, block_rv, 2, new)
+    replace_by_plane_block(sch, block_rv, store.buffer, body)
     return True

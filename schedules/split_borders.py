@@ -15,7 +15,7 @@ from tvm import tirx
 from tvm.s_tir import SBlock, Schedule
 from tvm.tirx import IndexMap
 
-from ._blocks import replace_outer_loops, trivially_bound, uses, whole_along
+from ._blocks import replace_by_plane_block, replace_outer_loops, trivially_bound, uses, whole_along
 
 _ITE = "prim.if_then_else"
 
@@ -213,9 +213,5 @@ def copy_shifted_planes(sch: Schedule, block_rv) -> bool:
                          loop("p_bottom", hi, const(plane), lambda p: zero),
                          tirx.For(row, const(0), const(height), tirx.ForKind.SERIAL, columns)])
 
-    span = tvm.ir.Range.from_min_extent
-    writes = [tirx.BufferRegion(store.buffer, [span(v_n, 1), span(v_c, 1), span(0, height), span(0, width)])]
-    new = SBlock(block.iter_vars[:2], [whole_along(r, v_h, v_w) for r in block.reads], writes, block.name_hint, body,
-                 None, block.alloc_buffers, block.match_buffers, block.annotations)
-    replace_outer_loops(sch, block_rv, 2, new)
+    replace_by_plane_block(sch, block_rv, store.buffer, body)
     return True
