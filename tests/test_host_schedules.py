@@ -49,6 +49,20 @@ def test_scheduled_shift_conv2d_matches_numpy(kind, channels, out_channels, size
     np.testing.assert_allclose(run_built(mod, x), _reference(kind, x, w, offsets, stride, b, activation), rtol=1e-4, atol=1e-4)
 
 
+def _checked_active_stage(x, w, b, offsets, stride):
+    """The active ``shift_conv2d`` built for the host and checked against numpy; its host kernel's schedule and
+    input staging block."""
+    mod = build_module(lambda v: relay_ops.shift_conv2d(v, relax.const(w), "active", offsets=relax.const(offsets),
+                                                        stride=stride, bias=relax.const(b)), [(x.shape, "float32")])
+    np.testing.assert_allclose(run_built(mod, x), _reference("active", x, w, offsets, stride, b, "none"),
+                               rtol=1e-4, atol=1e-4)
+    (fused,) = [f for gv, f in relax_pipeline(tvm.target.Target("host"))(mod).functions.items()
+                if "shift_conv2d" in gv.name_hint]
+    sch = tvm.s_tir.Schedule(fused)
+    (stage,) = [blk for blk in _all_blocks(sch) if sch.get(blk).name_hint == "shift_conv2d_input"]
+    return sch, stage
+
+
 @pytest.mark.parametrize("shape, stride", [((1, 5, 7, 56), 1), ((2, 4, 5, 50), 1), ((1, 5, 7, 112), 2),
                                            ((2, 6, 13, 29), 2), ((1, 4, 28, 28), 2)])
 def test_active_shift_blended_row_by_row_matches_numpy(shape, stride):
@@ -63,14 +77,7 @@ def test_active_shift_blended_row_by_row_matches_numpy(shape, stride):
     offsets[0] = (-0.25, -1.75)
     offsets[1] = (shape[2] + 0.5, -shape[3] - 0.5)  # every tap off the map: zeros
     offsets[2] = (-shape[2] + 0.5, shape[3] - 0.5)  # one corner of taps on the map
-    mod = build_module(lambda v: relay_ops.shift_conv2d(v, relax.const(w), "active", offsets=relax.const(offsets),
-                                                        stride=stride, bias=relax.const(b)), [(x.shape, "float32")])
-    np.testing.assert_allclose(run_built(mod, x), _reference("active", x, w, offsets, stride, b, "none"),
-                               rtol=1e-4, atol=1e-4)
-    (fused,) = [f for gv, f in relax_pipeline(tvm.target.Target("host"))(mod).functions.items()
-                if "shift_conv2d" in gv.name_hint]
-    sch = tvm.s_tir.Schedule(fused)
-    (stage,) = [b for b in _all_blocks(sch) if sch.get(b).name_hint == "shift_conv2d_input"]
+    sch, stage = _checked_active_stage(x, w, b, offsets, stride)
     assert len(sch.get(stage).iter_vars) == 3, "one block per output row"
     blends = [loop for loop in _loops_in(sch.get(stage).body) if loop.kind == tvm.tirx.ForKind.VECTORIZED]
     assert [int(loop.extent) for loop in blends][-2:] == [shape[3], -(-shape[3] // stride)], "both blends vectorized"
@@ -90,14 +97,7 @@ def test_active_shift_blended_plane_by_plane_matches_numpy(shape, out_channels):
     offsets = rng.uniform(-2.5, 2.5, (shape[1], 2)).astype("float32")
     offsets[:6] = [(-0.25, -1.75), (shape[2] + 0.5, -shape[3] - 0.5), (-shape[2] + 0.5, shape[3] - 0.5),
                    (1.0, -1.0), (0.0, 0.0), (-shape[2] - 3.0, 0.5)]
-    mod = build_module(lambda v: relay_ops.shift_conv2d(v, relax.const(w), "active", offsets=relax.const(offsets),
-                                                        bias=relax.const(b)), [(x.shape, "float32")])
-    np.testing.assert_allclose(run_built(mod, x), _reference("active", x, w, offsets, 1, b, "none"),
-                               rtol=1e-4, atol=1e-4)
-    (fused,) = [f for gv, f in relax_pipeline(tvm.target.Target("host"))(mod).functions.items()
-                if "shift_conv2d" in gv.name_hint]
-    sch = tvm.s_tir.Schedule(fused)
-    (stage,) = [b for b in _all_blocks(sch) if sch.get(b).name_hint == "shift_conv2d_input"]
+    sch, stage = _checked_active_stage(x, w, b, offsets, 1)
     assert len(sch.get(stage).iter_vars) == 2, "one block per plane"
     assert sch.get(sch.get_loops(stage)[0]).kind == tvm.tirx.ForKind.PARALLEL, "the planes blended in parallel"
 
