@@ -11,7 +11,6 @@ import os
 __version__ = "0.1.0"
 
 
-
 def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
