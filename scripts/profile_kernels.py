@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Per-kernel profile of a zoo model compiled by tvm-ecnn: time, share, GFLOP/s, GB/s, fraction of the roofline.
 
-The roofline (peak fp32 FMA throughput and streaming bandwidth of the threads used) is measured on
-first use and cached per machine (``tvm_ecnn.profiling``). FLOPs and bytes come from each kernel's
+The roofline (peak fp32 FMA and int8 dot-product throughput, streaming bandwidth of the threads used) is
+measured on first use and cached per machine (``tvm_ecnn.profiling``). FLOPs, int8 ops (2 per byte
+multiply-accumulate; an int8 build's table gets an "int8 GOP/s" column) and bytes come from each kernel's
 TIR PrimFunc. (Not named ``profile.py``: in ``scripts/`` that would shadow the standard library module
 that ``cProfile`` and ``torch.export`` import, for every script here.) Host timings only; never quote them as phone speed.
 
@@ -32,14 +33,14 @@ def main(argv=None) -> int:
     parser.add_argument("--target", default="host", help="a host (llvm) target; only the host can be timed here")
     parser.add_argument("--resolution", type=int, default=None, help="input size of ImageNet models (default 224)")
     parser.add_argument("--dtype", choices=("fp32", "int8"), default="fp32",
-                        help="int8: quantized as compile.py --dtype int8 does (FLOPs then count only fp32 arithmetic)")
+                        help="int8: quantized as compile.py --dtype int8 does (int8 ops then get their own column and peak)")
     parser.add_argument("--calibration", metavar="FILE",
                         help="int8: .npy/.pt of N inputs for the activation scales (default: random, announced)")
     parser.add_argument("--repeat", type=int, default=20, help="profiled runs (per-kernel median)")
     parser.add_argument("--top", type=int, default=None, help="print only the slowest N kernels")
     parser.add_argument("--plot", metavar="PNG", help="also draw the times and the roofline plot here")
     parser.add_argument("--json", metavar="PATH", help="also write every number to this JSON file")
-    parser.add_argument("--refresh-roofline", action="store_true", help="measure the roofline again")
+    parser.add_argument("--refresh-roofline", action="store_true", help="measure the roofline (fp32, int8 and bandwidth) again")
     args = parser.parse_args(argv)
 
     from tvm_ecnn.profiling import machine_roofline, profile

@@ -2,16 +2,20 @@
 
 ``tvm_ecnn.profile("shiftresnet20")`` compiles the model with tvm-ecnn's pipeline for the host, runs it with a
 VM instrument that times every call (TVM 0.27's Relax VM has no ``profile=True``), and reports per
-kernel: time per inference, share of the total, GFLOP/s, GB/s and the fraction of the roofline.
+kernel: time per inference, share of the total, GFLOP/s, int8 GOP/s, GB/s and the fraction of the roofline.
 
-* FLOPs per kernel come from the scheduled TIR PrimFunc itself (``s_tir.analysis.estimate_tir_flops``:
-  loop extents x arithmetic ops, so a 1x1 conv with bias + ReLU counts ``2*MACs`` plus its epilogue);
-  bytes are the sizes of the kernel's argument buffers (read once, written once: the compulsory
-  traffic, no cache effects). Runtime builtins (allocations, shape checks) get 0 FLOPs and 0 bytes.
-* The roofline is *measured* once per machine and thread count with two TVM kernels: an FMA loop on
-  registers (12 independent vector chains per thread) and a streaming copy far larger than the caches.
-  It is cached in ``~/.cache/tvm-ecnn/roofline.json`` (``TVM_ECNN_CACHE`` overrides the folder).
-  ``fraction`` = roofline time ``max(flops / peak, bytes / bandwidth)`` over the measured time.
+* Costs per kernel come from the scheduled TIR PrimFunc itself. int8 ops: 2 per multiply-accumulate of two
+  bytes (``_int8_macs``: widened byte products, and dot-product instructions such as ``vpdpbusd`` at 4 bytes
+  per int32 lane), counted like FLOPs so that int8 and fp32 rates compare. FLOPs: the rest of what
+  ``s_tir.analysis.estimate_tir_flops`` counts (loop extents x arithmetic ops, so a 1x1 conv with bias + ReLU
+  counts ``2*MACs`` plus its epilogue; it fails on tensorized kernels, whose epilogue then counts 0). Bytes
+  are the sizes of the kernel's argument buffers (read once, written once: the compulsory traffic, no cache
+  effects). Runtime builtins (allocations, shape checks) get 0 ops and 0 bytes.
+* The roofline is *measured* once per machine and thread count with three TVM kernels: an FMA loop and
+  an int8 dot-product loop on registers (24 independent vector chains per thread) and a streaming copy far
+  larger than the caches. It is cached in ``~/.cache/tvm-ecnn/roofline.json`` (``TVM_ECNN_CACHE`` overrides
+  the folder). ``fraction`` = roofline time ``max(flops / peak + int8 ops / int8 peak, bytes / bandwidth)``
+  over the measured time.
 
 Host timings only; never quote them as phone speed.
 """
@@ -24,39 +28,47 @@ import platform
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import tvm
-from tvm import relax
+import tvm_ffi
+from tvm import relax, tirx
 from tvm.s_tir.analysis import estimate_tir_flops
 from tvm.script import tirx as T
 
 import targets
+from schedules.cpu_int8 import has_vnni
 
 from . import models
 from .pipeline import relax_pipeline, tir_pipeline
 
-__all__ = ["Roofline", "KernelStats", "Profile", "profile", "profile_module", "machine_roofline", "kernel_costs"]
+__all__ = ["Roofline", "KernelStats", "Profile", "profile", "profile_module", "machine_roofline", "kernel_costs",
+           "Cost"]
 
 
 # --------------------------------------------------------------------------- roofline
 @dataclass
 class Roofline:
-    """Measured peak fp32 FMA throughput and streaming bandwidth of ``threads`` cores."""
+    """Measured peak fp32 FMA and int8 dot-product throughput and streaming bandwidth of ``threads`` cores."""
 
     gflops: float
+    int8_gops: float
     gbs: float
     threads: int
 
-    def seconds(self, flops: float, nbytes: float) -> float:
-        return max(flops / (self.gflops * 1e9), nbytes / (self.gbs * 1e9))
+    def seconds(self, flops: float, nbytes: float, int8_ops: float = 0.0) -> float:
+        """Both kinds of arithmetic share the vector units: their compute times add."""
+        return max(flops / (self.gflops * 1e9) + int8_ops / (self.int8_gops * 1e9), nbytes / (self.gbs * 1e9))
 
 
 _CHAINS, _LANES = 24, 16  # independent accumulators x AVX-512 lanes: enough to hide FMA latency on 2 ports
 
 
-_METHOD = "fma 24x16 in registers"  # in the cache key: a roofline measured by an older loop is measured again
+# in the cache key: a roofline measured by an older loop (or without the int8 peak) is measured again
+_METHOD = "fma 24x16, int8 dot 24x16x4 in registers"
+_BYTES = (23, 47, 61, 91)  # the int8 loop's constant operand, per int32 lane: the same 4 bytes in every lane
 
 
 def _fma_kernel(threads: int, iters: int):
@@ -79,6 +91,39 @@ def _fma_kernel(threads: int, iters: int):
                     out[t, c, lane] = acc[c, lane]
 
     return fma
+
+
+def _dot4(acc, vnni: bool):
+    """``acc + sum_k byte_k(acc) * _BYTES[k]`` per int32 lane, the bytes of ``acc`` unsigned: one ``vpdpbusd``
+    where the target has AVX-512 VNNI, else the same arithmetic written out (whatever LLVM makes of it). The
+    multiplicand is the accumulator itself: with loop-invariant operands LLVM would hoist the products."""
+    data = T.reinterpret(acc, dtype=f"uint8x{4 * _LANES}")
+    if vnni:
+        packed = sum(b << 8 * k for k, b in enumerate(_BYTES))
+        return T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id(f"llvm.x86.avx512.vpdpbusd.{32 * _LANES}"), acc, data,
+            T.reinterpret(T.Broadcast(T.int32(packed), _LANES), dtype=f"int8x{4 * _LANES}"), dtype=f"int32x{_LANES}")
+    return acc + sum(T.Cast(f"int32x{_LANES}", T.Shuffle([data], list(range(k, 4 * _LANES, 4))))
+                     * T.Broadcast(T.int32(b), _LANES) for k, b in enumerate(_BYTES))
+
+
+def _int8_dot_kernel(threads: int, iters: int, vnni: bool):
+    """``_CHAINS`` vectors of ``_LANES`` int32 each take ``iters`` 4-byte dot products (``_dot4``)."""
+    @T.prim_func
+    def dot(out: T.Buffer((threads, _CHAINS, _LANES), "int32")):
+        for t in T.parallel(threads):
+            acc = T.alloc_buffer((_CHAINS, _LANES), "int32", scope="local")
+            for c in T.unroll(_CHAINS):
+                for lane in T.vectorized(_LANES):
+                    acc[c, lane] = c * _LANES + lane
+            for _ in range(iters):
+                for c in T.unroll(_CHAINS):
+                    acc[c, T.ramp(0, 1, _LANES)] = _dot4(acc[c, T.ramp(0, 1, _LANES)], vnni)
+            for c in T.unroll(_CHAINS):
+                for lane in T.vectorized(_LANES):
+                    out[t, c, lane] = acc[c, lane]
+
+    return dot
 
 
 def _copy_kernel(threads: int, size: int):
@@ -105,19 +150,23 @@ def _best_seconds(run, rounds: int = 7) -> float:
 
 
 def measure_roofline(threads: int, fma_iters: int = 200_000, copy_mb: int = 256) -> Roofline:
-    """Run the FMA loop and the copy loop (best of 7) on ``threads`` TVM threads."""
+    """Run the FMA loop, the int8 dot loop and the copy loop (best of 7 each) on ``threads`` TVM threads."""
     target = targets.get_target("host")
     fma = tvm.compile(_fma_kernel(threads, fma_iters), target)["main"]
     out = tvm.runtime.tensor(np.zeros((threads, _CHAINS, _LANES), "float32"))
     flops = 2.0 * threads * _CHAINS * _LANES * fma_iters
     gflops = flops / _best_seconds(lambda: fma(out)) / 1e9
 
+    dot = tvm.compile(_int8_dot_kernel(threads, fma_iters, has_vnni(target)), target)["main"]
+    out = tvm.runtime.tensor(np.zeros((threads, _CHAINS, _LANES), "int32"))
+    int8_gops = 4 * flops / _best_seconds(lambda: dot(out)) / 1e9  # 4 byte products per int32 lane
+
     size = copy_mb * 2**20 // 4 // (64 * threads) * (64 * threads)
     copy = tvm.compile(_copy_kernel(threads, size), target)["main"]
     a = tvm.runtime.tensor(np.ones((threads, size // threads), "float32"))
     b = tvm.runtime.tensor(np.zeros((threads, size // threads), "float32"))
     gbs = 2.0 * 4 * size / _best_seconds(lambda: copy(a, b)) / 1e9  # read + write
-    return Roofline(gflops, gbs, threads)
+    return Roofline(gflops, int8_gops, gbs, threads)
 
 
 def _cache_path() -> str:
@@ -154,18 +203,66 @@ def _param_bytes(param) -> int:
     return int(np.prod([int(d) for d in shape])) * tvm.DataType(str(param.dtype)).bits // 8
 
 
-def kernel_costs(mod: tvm.IRModule) -> dict[str, tuple[float, int]]:
-    """``{PrimFunc name: (FLOPs, bytes of its argument buffers)}`` of a lowered module. TVM's estimator counts
-    floating-point operations only: an int8 kernel's integer multiply-adds are not in its FLOPs (its GFLOP/s are its
-    fp32 epilogue's, and its fraction of the roofline is in effect its bandwidth's)."""
+def _is_byte(expr) -> bool:
+    dtype = expr.ty.dtype
+    return dtype.bits == 8 and dtype.type_code in (0, 1)  # int8 / uint8
+
+
+def _is_constant(expr) -> bool:
+    return isinstance(expr, tirx.Broadcast) and isinstance(expr.value, tirx.IntImm)
+
+
+def _children(node):
+    """The TIR statements and expressions under ``node`` (its fields, by the FFI's reflection)."""
+    info = type(node).__tvm_ffi_type_info__
+    while info is not None:
+        for field in info.fields:
+            value = getattr(node, field.name)
+            for item in value if isinstance(value, tvm_ffi.Array) else (value,):
+                if isinstance(item, (tirx.Expr, tirx.Stmt)):
+                    yield item
+        info = info.parent_type_info
+
+
+def _int8_macs(node) -> int:
+    """Byte multiply-accumulates of one run of ``node``: a product of two bytes widened (per vector lane), or a
+    call of an LLVM dot-product instruction (x86 ``vpdpbusd``, AArch64 ``sdot``: 4 bytes per int32 lane), except
+    one with a constant byte operand (the VNNI sign correction, ``schedules/cpu_int8.py``: not the model's work).
+    Loops multiply by their extent; of an if/else the larger branch counts."""
+    if isinstance(node, tirx.For):
+        body = _int8_macs(node.body)
+        return body and int(node.extent) * body  # padding loops have symbolic extents, and no MACs
+    if isinstance(node, tirx.IfThenElse):
+        return max(_int8_macs(node.then_case), _int8_macs(node.else_case) if node.else_case else 0)
+    if isinstance(node, tirx.Mul) and all(isinstance(x, tirx.Cast) and _is_byte(x.value) for x in (node.a, node.b)):
+        return node.ty.dtype.lanes
+    if isinstance(node, tvm.ir.Call) and node.op.name.startswith("tirx.call_llvm"):
+        operands = [x for x in node.args[1:] if _is_byte(x)]
+        if len(operands) == 2 and str(node.ty.dtype).startswith("int32") and not any(map(_is_constant, operands)):
+            return operands[0].ty.dtype.lanes
+    return sum(_int8_macs(child) for child in _children(node))
+
+
+class Cost(NamedTuple):
+    """One call of a kernel: fp32 (and other non-int8) FLOPs, int8 ops (2 per byte MAC), argument bytes."""
+
+    flops: float
+    int8_ops: float
+    bytes: int
+
+
+def kernel_costs(mod: tvm.IRModule) -> dict[str, Cost]:
+    """``{PrimFunc name: Cost}`` of a lowered module. TVM's estimator counts a scalar int8 MAC as 2 ops too
+    (multiply, add): those are taken out of the FLOPs, so each op is in exactly one column."""
     costs = {}
     for var, func in mod.functions.items():
         if isinstance(func, tvm.tirx.PrimFunc):
+            int8_ops = 2.0 * _int8_macs(func.body)
             try:
-                flops = float(estimate_tir_flops(tvm.IRModule({"main": func})))
+                flops = float(estimate_tir_flops(tvm.IRModule({"main": func}))) - int8_ops
             except tvm.error.InternalError:  # tensorized kernels (x86 VNNI): TVM's estimator has no rule for vectors
                 flops = 0.0
-            costs[var.name_hint] = (flops, sum(_param_bytes(p) for p in func.params))
+            costs[var.name_hint] = Cost(flops, int8_ops, sum(_param_bytes(p) for p in func.params))
     return costs
 
 
@@ -179,6 +276,7 @@ class KernelStats:
     seconds: float
     share: float
     flops: float
+    int8_ops: float
     bytes: int
     fraction: float  # of the roofline: roofline time / measured time
     builtin: bool = False
@@ -186,6 +284,10 @@ class KernelStats:
     @property
     def gflops_per_s(self) -> float:
         return self.flops / self.seconds / 1e9 if self.seconds > 0 else 0.0
+
+    @property
+    def int8_gops_per_s(self) -> float:
+        return self.int8_ops / self.seconds / 1e9 if self.seconds > 0 else 0.0
 
     @property
     def gbytes_per_s(self) -> float:
@@ -210,15 +312,18 @@ class Profile:
     def table(self, top: int | None = None) -> str:
         from .benchmark import markdown_table
 
+        int8 = any(k.int8_ops for k in self.kernels)  # an fp32 model's table keeps its columns
         rows = [[k.name + (" (runtime)" if k.builtin else ""), str(k.calls), f"{k.seconds * 1e3:.4f}",
-                 f"{k.share:.1%}", f"{k.gflops_per_s:.1f}", f"{k.gbytes_per_s:.1f}",
-                 f"{k.fraction:.1%}" if not k.builtin else "–"] for k in self.kernels[:top]]
+                 f"{k.share:.1%}", f"{k.gflops_per_s:.1f}", *([f"{k.int8_gops_per_s:.1f}"] if int8 else []),
+                 f"{k.gbytes_per_s:.1f}", f"{k.fraction:.1%}" if not k.builtin else "–"] for k in self.kernels[:top]]
         r = self.roofline
         head = (f"{self.model} {'x'.join(map(str, self.input_shape))} on {self.target}: "
                 f"{self.total_s * 1e3:.3f} ms in kernels (sum of per-kernel medians), {self.wall_s * 1e3:.3f} ms "
-                f"end to end; roofline {r.gflops:.0f} GFLOP/s, {r.gbs:.1f} GB/s ({r.threads} threads, measured)")
+                f"end to end; roofline {r.gflops:.0f} GFLOP/s fp32, {r.int8_gops:.0f} GOP/s int8, {r.gbs:.1f} GB/s "
+                f"({r.threads} threads, measured)")
         return head + "\n" + markdown_table(
-            ["kernel", "calls", "ms", "share", "GFLOP/s", "GB/s", "of roofline"], rows)
+            ["kernel", "calls", "ms", "share", "GFLOP/s", *(["int8 GOP/s"] if int8 else []), "GB/s", "of roofline"],
+            rows)
 
     def plot(self, path: str, top: int = 20) -> None:
         """Two panels: the slowest kernels' times, and every kernel on the measured roofline."""
@@ -238,20 +343,25 @@ class Profile:
         bars.tick_params(axis="y", labelsize=7)
 
         r = self.roofline
-        intensities = [k.flops / k.bytes for k in kernels if k.bytes and k.flops]
-        low, high = min(intensities + [0.05]) / 2, max(intensities + [r.gflops / r.gbs]) * 2
+        int8 = any(k.int8_ops for k in kernels)
+        points = [k for k in kernels if k.bytes and (k.flops + k.int8_ops)]
+        intensities = [(k.flops + k.int8_ops) / k.bytes for k in points]
+        low, high = min(intensities + [0.05]) / 2, max(intensities + [(r.int8_gops if int8 else r.gflops) / r.gbs]) * 2
         grid = np.geomspace(low, high, 200)
         roof.plot(grid, np.minimum(r.gflops, grid * r.gbs), color="black",
-                  label=f"roofline: {r.gflops:.0f} GFLOP/s, {r.gbs:.0f} GB/s")
-        for k in kernels:
-            if k.bytes and k.flops:
-                roof.scatter(k.flops / k.bytes, k.gflops_per_s, s=20 + 400 * k.share, alpha=0.6)
-                if k.share >= 0.04:
-                    roof.annotate(k.name[:28], (k.flops / k.bytes, k.gflops_per_s), fontsize=6)
+                  label=f"roofline: {r.gflops:.0f} GFLOP/s fp32, {r.gbs:.0f} GB/s")
+        if int8:
+            roof.plot(grid, np.minimum(r.int8_gops, grid * r.gbs), color="black", linestyle="--",
+                      label=f"int8 roofline: {r.int8_gops:.0f} GOP/s")
+        for k, intensity in zip(points, intensities):
+            rate = (k.flops + k.int8_ops) / k.seconds / 1e9
+            roof.scatter(intensity, rate, s=20 + 400 * k.share, alpha=0.6, marker="^" if k.int8_ops else "o")
+            if k.share >= 0.04:
+                roof.annotate(k.name[:28], (intensity, rate), fontsize=6)
         roof.set_xscale("log")
         roof.set_yscale("log")
-        roof.set_xlabel("FLOP / byte (argument buffers)")
-        roof.set_ylabel("GFLOP/s")
+        roof.set_xlabel("op / byte (argument buffers)")
+        roof.set_ylabel("GOP/s (fp32 FLOPs + int8 ops; int8 kernels ^)" if int8 else "GFLOP/s")
         roof.set_title("kernels on the measured roofline (area ~ share of time)")
         roof.legend(fontsize=7)
         fig.tight_layout()
@@ -306,10 +416,10 @@ def profile_module(mod: tvm.IRModule, inputs: list[np.ndarray], target="host", r
     kernels = []
     for name, seconds in medians.items():
         calls = len(runs[0][name])
-        flops, nbytes = (calls * cost for cost in costs.get(name, (0.0, 0)))  # the time is every call's too
-        fraction = roofline.seconds(flops, nbytes) / seconds if seconds > 0 else 0.0
+        flops, int8_ops, nbytes = (calls * c for c in costs.get(name, Cost(0.0, 0.0, 0)))  # every call's time
+        fraction = roofline.seconds(flops, nbytes, int8_ops) / seconds if seconds > 0 else 0.0
         kernels.append(KernelStats(name, calls, seconds, seconds / total if total else 0.0,
-                                   flops, nbytes, fraction, builtin=name not in costs))
+                                   flops, int8_ops, nbytes, fraction, builtin=name not in costs))
     kernels.sort(key=lambda k: k.seconds, reverse=True)
     shape = tuple(np.asarray(inputs[0]).shape) if inputs else ()
     return Profile(model, shape, f"llvm -mcpu={target.attrs.get('mcpu', '?')}", roofline, kernels, total, wall)
